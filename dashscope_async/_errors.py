@@ -1,0 +1,279 @@
+"""The exception tree: every error this library raises, and nothing else.
+
+It must not import the client or the runner; the client maps service answers onto these classes.
+
+```
+DashScopeError
+├── ValidationError            bad input, found before any request was spent (also a ValueError)
+├── BudgetExceededError        the runner's spending cap would be passed; nothing was submitted
+├── APIError                   the service answered with an error (status_code, code, request_id)
+│   ├── BadRequestError            400 InvalidParameter*, InvalidURL, DataInspectionFailed, ...
+│   ├── AuthenticationError        401 InvalidApiKey
+│   ├── PermissionDeniedError      403 AccessDenied*, and 400 Arrearage (the account is overdue)
+│   ├── NotFoundError              404 ModelNotFound, WorkSpaceNotFound
+│   ├── RateLimitError             429 Throttling, Throttling.RateQuota (retried)
+│   ├── QuotaExceededError         429 Throttling.AllocationQuota and billing throttles (final)
+│   └── ServerError                5xx
+├── ResponseValidationError    an answer of the wrong shape (names the field)
+├── APIConnectionError         no answer: the connection failed
+│   └── APITimeoutError            no answer in time
+├── AmbiguousSubmitError       a submit was sent but its fate is unknown: a task may exist
+├── TaskError                  a task reached a state other than success (carries task_id)
+│   ├── TaskFailedError            FAILED (carries the task's TaskInfo)
+│   │   └── TaskCanceledError          CANCELED
+│   ├── TaskNotFoundError          UNKNOWN: an unknown or expired task id
+│   └── TaskTimeoutError           still PENDING or RUNNING when the caller's deadline passed
+└── ResultExpiredError         a result URL is past its life (403 from the result host)
+```
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._models import TaskInfo, TaskStatus
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APITimeoutError",
+    "AmbiguousSubmitError",
+    "AuthenticationError",
+    "BadRequestError",
+    "BudgetExceededError",
+    "DashScopeError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "QuotaExceededError",
+    "RateLimitError",
+    "ResponseValidationError",
+    "ResultExpiredError",
+    "ServerError",
+    "TaskCanceledError",
+    "TaskError",
+    "TaskFailedError",
+    "TaskNotFoundError",
+    "TaskTimeoutError",
+    "ValidationError",
+]
+
+
+class DashScopeError(Exception):
+    """The root of every error raised by dashscope_async.
+
+    Example:
+        ```python
+        try:
+            result = await client.generate(request)
+        except ds.DashScopeError as exc:
+            print("the job did not produce an image:", exc)
+        ```
+    """
+
+
+class ValidationError(DashScopeError, ValueError):
+    """Bad input, found on the client before any request was sent.
+
+    Attributes:
+        field: the request field (or file, or manifest line) at fault.
+        rule: the rule it broke, in words.
+
+    Example:
+        ```python
+        try:
+            ds.SketchToImage("https://example.com/s.png", prompt="tree", n=9)
+        except ds.ValidationError as exc:
+            assert exc.field == "n"
+        ```
+    """
+
+    def __init__(self, field: str, rule: str) -> None:
+        super().__init__(f"{field}: {rule}")
+        self.field = field
+        self.rule = rule
+
+
+class BudgetExceededError(DashScopeError):
+    """Submitting this job would pass the runner's spending cap, so it was not submitted.
+
+    Example:
+        ```python
+        async with ds.AsyncTaskRunner(client, budget=ds.Budget(images=10)) as runner:
+            async for outcome in runner.map(requests):
+                if isinstance(outcome.error, ds.BudgetExceededError):
+                    print("not run: over budget")
+        ```
+    """
+
+
+class APIError(DashScopeError):
+    """The service answered with an error.
+
+    Attributes:
+        status_code: the HTTP status.
+        code: the service's error code, such as ``"InvalidParameter"``, when it sent one.
+        message: the service's message, or a description of the answer.
+        request_id: the service's request id, when it sent one (quote it to support).
+        retry_after: seconds the service asked us to wait, when it said so.
+
+    Example:
+        ```python
+        try:
+            await client.submit(request)
+        except ds.APIError as exc:
+            print(exc.status_code, exc.code, exc.request_id)
+        ```
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        code: str | None = None,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        parts = [f"HTTP {status_code}"]
+        if code:
+            parts.append(code)
+        text = f"{' '.join(parts)}: {message}"
+        if request_id:
+            text += f" (request_id={request_id})"
+        super().__init__(text)
+        self.status_code = status_code
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+        self.retry_after = retry_after
+
+
+class BadRequestError(APIError):
+    """400: the service refused the request's content (InvalidParameter, InvalidURL, ...)."""
+
+
+class AuthenticationError(APIError):
+    """401: the API key is missing or invalid (InvalidApiKey)."""
+
+
+class PermissionDeniedError(APIError):
+    """403, or 400 Arrearage: the account may not use this model, workspace or service."""
+
+
+class NotFoundError(APIError):
+    """404: the model or workspace does not exist (ModelNotFound, WorkSpaceNotFound)."""
+
+
+class RateLimitError(APIError):
+    """429 Throttling or Throttling.RateQuota: too many requests; retried after a pause."""
+
+
+class QuotaExceededError(APIError):
+    """429 Throttling.AllocationQuota (or a billing throttle): a quota is used up; not retried."""
+
+
+class ServerError(APIError):
+    """5xx: the service failed to handle the request."""
+
+
+class ResponseValidationError(DashScopeError):
+    """The service answered with JSON of a shape this library does not understand.
+
+    Attributes:
+        field: the path of the field at fault, such as ``"output.task_id"``.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class APIConnectionError(DashScopeError):
+    """No answer from the service: the connection could not be made or was lost."""
+
+
+class APITimeoutError(APIConnectionError):
+    """No answer from the service within the timeout."""
+
+
+class AmbiguousSubmitError(DashScopeError):
+    """A submit was sent, but no usable answer came back: a task may or may not exist.
+
+    The client never retries such a submit blindly, since a duplicate task is billed again.
+    The runner reconciles it through the account's task list.
+
+    Attributes:
+        model: the model the submit was for.
+        sent_at: when the submit was sent (aware UTC datetime); a task created by it was created
+            at or after this moment.
+    """
+
+    def __init__(self, message: str, *, model: str, sent_at: datetime) -> None:
+        super().__init__(message)
+        self.model = model
+        self.sent_at = sent_at
+
+
+class TaskError(DashScopeError):
+    """A task ended, or stopped being visible, without producing its result.
+
+    Attributes:
+        task_id: the task's id.
+    """
+
+    def __init__(self, message: str, *, task_id: str) -> None:
+        super().__init__(message)
+        self.task_id = task_id
+
+
+class TaskFailedError(TaskError):
+    """The task ended FAILED on the service.
+
+    Attributes:
+        task: the task as the service last reported it.
+        code: the service's failure code, such as ``"InvalidImageResolution"``.
+    """
+
+    def __init__(self, task: TaskInfo) -> None:
+        detail = (
+            f"{task.code}: {task.message}" if task.code else (task.message or "no reason given")
+        )
+        super().__init__(
+            f"task {task.task_id} ended {task.status.value}: {detail}", task_id=task.task_id
+        )
+        self.task = task
+        self.code = task.code
+
+
+class TaskCanceledError(TaskFailedError):
+    """The task was cancelled before it ran."""
+
+
+class TaskNotFoundError(TaskError):
+    """The service reports UNKNOWN: the id is wrong, or the task is older than 24 hours."""
+
+
+class TaskTimeoutError(TaskError):
+    """The caller's deadline passed while the task was still PENDING or RUNNING.
+
+    Attributes:
+        status: the last status seen; a RUNNING task may still finish and be billed.
+    """
+
+    def __init__(self, message: str, *, task_id: str, status: TaskStatus) -> None:
+        super().__init__(message, task_id=task_id)
+        self.status = status
+
+
+class ResultExpiredError(DashScopeError):
+    """A result image can no longer be fetched: its URL has passed its 24-hour life.
+
+    Attributes:
+        url: the expired URL, without its signature.
+    """
+
+    def __init__(self, message: str, *, url: str) -> None:
+        super().__init__(message)
+        self.url = url

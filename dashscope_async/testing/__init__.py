@@ -1,0 +1,1 @@
+"""The DashScope emulator: a faithful stand-in for the service (extra ``testing``)."""

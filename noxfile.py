@@ -1,0 +1,56 @@
+"""The one entry point for checks: ``nox -s tests lint typecheck docs bench demo``."""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.sessions = ["tests", "lint", "typecheck", "docs"]
+nox.options.reuse_existing_virtualenvs = True
+
+PYTHON = os.environ.get("NOX_PYTHON", "3.11")
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """The test suite on asyncio and trio (extra arguments go to pytest)."""
+    session.install("-e", ".[dev]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff: lint rules (including the ASYNC rules) and formatting."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python=PYTHON)
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict over the package, the tests, the benchmarks and the examples."""
+    session.install("-e", ".[dev,bench]", "mypy>=1.10", "types-redis")
+    session.run("mypy")
+
+
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """Build the documentation site with --strict."""
+    session.install("-e", ".[dev]", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.25")
+    session.run("mkdocs", "build", "--strict", "--site-dir", "site")
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """The benchmarks against the emulator; prints tables and writes plots."""
+    session.install("-e", ".[dev,bench]")
+    session.run("python", "-m", "benchmarks", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def demo(session: nox.Session) -> None:
+    """The demo: a mixed batch on the built-in emulator, results in ./dashscope-demo-output/."""
+    session.install("-e", ".[cli]")
+    session.run("dashscope-async", "demo", *session.posargs)
