@@ -73,12 +73,7 @@ class InputPreparer:
         """
         urls: dict[str, str] = {}
         for field, value in image_fields(request).items():
-            if (
-                isinstance(value, str)
-                and "://" in value
-                or isinstance(value, str)
-                and value.startswith("data:")
-            ):
+            if isinstance(value, str) and ("://" in value or value.startswith("data:")):
                 urls[field] = value
             else:
                 raise ValidationError(field, "local files and bytes are not supported yet")
