@@ -18,6 +18,7 @@ DashScopeError
 ├── APIConnectionError         no answer: the connection failed
 │   └── APITimeoutError            no answer in time
 ├── AmbiguousSubmitError       a submit was sent but its fate is unknown: a task may exist
+├── JobCanceledError           the caller cancelled the job, or left the runner, before it ended
 ├── TaskError                  a task reached a state other than success (carries task_id)
 │   ├── TaskFailedError            FAILED (carries the task's TaskInfo)
 │   │   └── TaskCanceledError          CANCELED
@@ -44,6 +45,7 @@ __all__ = [
     "BadRequestError",
     "BudgetExceededError",
     "DashScopeError",
+    "JobCanceledError",
     "NotFoundError",
     "PermissionDeniedError",
     "QuotaExceededError",
@@ -214,6 +216,24 @@ class AmbiguousSubmitError(DashScopeError):
         super().__init__(message)
         self.model = model
         self.sent_at = sent_at
+
+
+class JobCanceledError(DashScopeError):
+    """The job was cancelled on our side: by ``handle.cancel()``, by leaving ``map`` early, or by
+    leaving the runner.
+
+    Attributes:
+        task_id: the task's id if it had been submitted, else None.
+        canceled_on_service: True when the task was PENDING and the service confirmed the cancel;
+            False for a task that was already RUNNING (it may still finish and be billed).
+    """
+
+    def __init__(
+        self, message: str, *, task_id: str | None = None, canceled_on_service: bool = False
+    ) -> None:
+        super().__init__(message)
+        self.task_id = task_id
+        self.canceled_on_service = canceled_on_service
 
 
 class TaskError(DashScopeError):

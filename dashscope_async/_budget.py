@@ -1,0 +1,113 @@
+"""The spending cap: how many images (or CNY) a runner may spend, and the ledger that keeps it.
+
+Owns the arithmetic only: a job reserves what it could cost before it is submitted, and settles
+to what the service billed when it ends. Never submits, sleeps or reads files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+
+import attrs
+
+from ._config import MODELS
+from ._errors import ValidationError
+
+__all__ = ["Budget", "BudgetLedger"]
+
+
+def _to_decimal(value: Decimal | float | int | str | None) -> Decimal | None:
+    if value is None:
+        return None
+    try:
+        amount = Decimal(str(value))
+    except ArithmeticError:
+        raise ValidationError("budget.cny", f"not an amount: {value!r}") from None
+    if not amount.is_finite() or amount < 0:
+        raise ValidationError("budget.cny", f"must be a non-negative amount, not {value!r}")
+    return amount
+
+
+def _check_images(
+    instance: object, attribute: attrs.Attribute[int | None], value: int | None
+) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise ValidationError("budget.images", f"must be a whole number >= 0, not {value!r}")
+
+
+@attrs.frozen
+class Budget:
+    """A spending cap for a runner: images, CNY, or both (whichever is reached first).
+
+    The service bills successful images only; the runner reserves the images a job asks for
+    before submitting it, so it never submits past the cap, and gives back what was not billed.
+
+    Args:
+        images: at most this many images.
+        cny: at most this much money, at ``prices`` (default: the model registry's list prices).
+        prices: CNY per image by model name, for accounts with other prices.
+
+    Example:
+        ```python
+        async with ds.AsyncTaskRunner(client, budget=ds.Budget(cny="5.00")) as runner:
+            ...
+        ```
+    """
+
+    images: int | None = attrs.field(default=None, validator=_check_images)
+    cny: Decimal | None = attrs.field(default=None, converter=_to_decimal)
+    prices: Mapping[str, Decimal] = attrs.field(
+        factory=lambda: {name: spec.price_per_image for name, spec in MODELS.items()},
+        converter=lambda prices: {name: Decimal(str(price)) for name, price in prices.items()},
+    )
+
+    def price(self, model: str) -> Decimal:
+        """CNY per image of ``model``."""
+        try:
+            return self.prices[model]
+        except KeyError:
+            raise ValidationError("budget.prices", f"no price known for model {model!r}") from None
+
+    def cost(self, model: str, images: int) -> Decimal:
+        """What ``images`` images of ``model`` cost."""
+        return self.price(model) * images
+
+
+@attrs.define
+class BudgetLedger:
+    """What a runner has spent and reserved against its ``Budget``."""
+
+    budget: Budget
+    spent_images: int = 0
+    spent_cny: Decimal = Decimal(0)
+    reserved_images: int = 0
+    reserved_cny: Decimal = Decimal(0)
+
+    def try_reserve(self, model: str, images: int) -> bool:
+        """Reserve a job's worst-case cost; False (nothing reserved) if that would pass the cap."""
+        cost = self.budget.cost(model, images)
+        if (
+            self.budget.images is not None
+            and self.spent_images + self.reserved_images + images > self.budget.images
+        ):
+            return False
+        if (
+            self.budget.cny is not None
+            and self.spent_cny + self.reserved_cny + cost > self.budget.cny
+        ):
+            return False
+        self.reserved_images += images
+        self.reserved_cny += cost
+        return True
+
+    def settle(self, model: str, reserved: int, billed: int) -> None:
+        """Replace a reservation by what the service billed (successful images only)."""
+        self.reserved_images -= reserved
+        self.reserved_cny -= self.budget.cost(model, reserved)
+        self.record(model, billed)
+
+    def record(self, model: str, billed: int) -> None:
+        """Count images billed outside a reservation (for example, found in a journal)."""
+        self.spent_images += billed
+        self.spent_cny += self.budget.cost(model, billed)
