@@ -1,0 +1,464 @@
+"""One account's limits shared by every worker process and host, kept in Redis (extra ``redis``).
+
+Owns ``RedisLimiter``, the ``Limiter`` the runner uses when several processes submit for the same
+account: per-model submit pacing (GCRA), per-model task slots (leases with a heartbeat), the shared
+cool-down after a 429, and the account-wide poll budget. Every decision is one Lua script that
+reads Redis's own clock (``TIME``), so workers on hosts with skewed clocks still agree. It decides
+when a submission may go; it never sends one, and it never talks to DashScope.
+
+Asyncio only: redis-py's client is built on asyncio, so this module cannot run under trio (it
+says so with a clear error). The in-process limiter works on both.
+
+Keys (``ns`` is the namespace, every key of one model shares a hash tag, so each script touches
+one cluster slot):
+
+```
+{ns:MODEL}:pace       string  the model's GCRA theoretical arrival time (microseconds, Redis time)
+{ns:MODEL}:cooldown   string  present while the model is paused after a 429 (PX = the pause)
+{ns:MODEL}:slots      zset    lease tokens of tasks in progress, scored by expiry (ms, Redis time)
+{ns}:polls            string  the account's poll-budget GCRA arrival time
+```
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import anyio
+import attrs
+
+from ._errors import DashScopeError
+from ._limits import CoolDown, Limits
+
+try:
+    import redis.asyncio as aioredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialBackoff
+    from redis.exceptions import RedisError
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "dashscope_async.redis needs redis-py: pip install 'dashscope-async[redis]'"
+    ) from exc
+
+__all__ = ["LimiterUnavailableError", "RedisLimiter", "RedisSlotLease"]
+
+logger = logging.getLogger("dashscope_async.redis")
+
+#: GCRA with no burst: go only when the theoretical arrival time (TAT) has come, then push it
+#: one interval past now. Answers 0 (go: the turn is taken) or how many ms to wait.
+PACE_SCRIPT: Final = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+if KEYS[2] then
+  local cooling = redis.call('PTTL', KEYS[2])
+  if cooling > 0 then return cooling end
+end
+local interval = tonumber(ARGV[1])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat > now then
+  return math.ceil((tat - now) / 1000)
+end
+redis.call('SET', KEYS[1], string.format('%.0f', now + interval),
+           'PX', math.ceil(interval / 1000) + 1000)
+return 0
+"""
+
+#: Pause a model for everyone: extend the cool-down key, never shorten it. Answers the pause now
+#: in force, in ms.
+COOLDOWN_SCRIPT: Final = """
+local pause = tonumber(ARGV[1])
+local current = redis.call('PTTL', KEYS[1])
+if current < pause then
+  redis.call('SET', KEYS[1], '1', 'PX', pause)
+  return pause
+end
+return current
+"""
+
+#: Take a task slot: drop expired leases (dead workers), then add ours if there is room.
+#: Answers 0 (taken) or ms until the earliest lease would expire.
+ACQUIRE_SCRIPT: Final = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
+  local expiry = now + tonumber(ARGV[3])
+  redis.call('ZADD', KEYS[1], string.format('%.0f', expiry), ARGV[1])
+  local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+  redis.call('PEXPIREAT', KEYS[1], string.format('%.0f', tonumber(last[2]) + 1000))
+  return 0
+end
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return math.max(1, tonumber(first[2]) - now)
+"""
+
+#: Extend our lease if we still hold it. Answers 1 (renewed) or 0 (lost: it expired or was taken).
+RENEW_SCRIPT: Final = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local expiry = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if (not expiry) or tonumber(expiry) <= now then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  return 0
+end
+redis.call('ZADD', KEYS[1], 'XX', string.format('%.0f', now + tonumber(ARGV[2])), ARGV[1])
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+redis.call('PEXPIREAT', KEYS[1], string.format('%.0f', tonumber(last[2]) + 1000))
+return 1
+"""
+
+#: Compare-and-delete: remove only our own token. Answers 1 if we still held it, else 0.
+RELEASE_SCRIPT: Final = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local expiry = redis.call('ZSCORE', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[1], ARGV[1])
+if expiry and tonumber(expiry) > now then return 1 end
+return 0
+"""
+
+#: How long a release may take when the slot's owner is being cancelled.
+_RELEASE_TIMEOUT: Final = 5.0
+
+
+class LimiterUnavailableError(DashScopeError):
+    """The shared limiter's Redis could not be reached, so nothing was submitted.
+
+    Raised before a submit, never after one: a job that meets it was not sent to the service and
+    can be run again once Redis is back.
+
+    Example:
+        ```python
+        from dashscope_async.redis import LimiterUnavailableError
+
+        async for outcome in runner.map(requests):
+            if isinstance(outcome.error, LimiterUnavailableError):
+                retry_later.append(outcome.request)
+        ```
+    """
+
+
+@attrs.define(eq=False)
+class RedisSlotLease:
+    """A task slot held in Redis; ``lost`` turns true if the lease expired or was taken.
+
+    A lease is lost when its heartbeat could not renew it in time (the process stalled, or Redis
+    was unreachable for longer than the lease's life). Another worker may then hold the slot, so
+    the service may see one more task in progress than the limit; a warning is logged.
+
+    Attributes:
+        model: the model whose slot this is.
+    """
+
+    model: str
+    token: str = attrs.field(repr=False)
+    _lost: bool = attrs.field(default=False, alias="lost")
+
+    @property
+    def lost(self) -> bool:
+        """True once the lease is known to be no longer held."""
+        return self._lost
+
+    def mark_lost(self, reason: str) -> None:
+        if not self._lost:
+            self._lost = True
+            logger.warning("lost the %s task slot lease: %s", self.model, reason)
+
+
+def _require_asyncio(operation: str) -> None:
+    # sniffio ships with trio, so when it cannot be imported the loop is asyncio.
+    try:
+        import sniffio
+    except ImportError:  # pragma: no cover - trio (and so sniffio) is installed in tests
+        return
+    library = sniffio.current_async_library()
+    if library != "asyncio":
+        raise RuntimeError(
+            f"RedisLimiter.{operation} needs asyncio, but this code runs on {library}: "
+            "redis-py's client is asyncio-only. Run the worker on asyncio, or use the "
+            "in-process limiter (the runner's default), which works on trio."
+        )
+
+
+def _redacted_address(url: str) -> str:
+    # Never show a password: keep scheme, host, port and database only.
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+class RedisLimiter:
+    """The runner's limits, shared through Redis by every process that uses the same account.
+
+    Give each worker process its own ``RedisLimiter`` on the same Redis and namespace; together
+    they keep each model's submit rate and tasks-in-progress limit, share one poll budget, and
+    back off together after a 429. Pacing reads Redis's clock, so hosts need not agree on time.
+    A worker that dies frees its task slot when the lease expires (``lease_ttl``).
+
+    Asyncio only (redis-py is built on asyncio). If Redis cannot be reached, waiting for a slot
+    or a submit turn raises ``LimiterUnavailableError``, before anything is submitted.
+
+    Args:
+        url_or_client: a Redis URL (``redis://host:6379/0``, ``rediss://...``), or a
+            ``redis.asyncio.Redis`` client you own (it is not closed by ``aclose``).
+        namespace: the prefix of every key; workers of one account must use the same one.
+        limits: the account's limits; by default the service's (2 submits/s, 1 task in
+            progress per model, a poll budget of 10/s). Every worker must use the same limits.
+        lease_ttl: seconds a task slot stays held without a heartbeat; a dead worker's slot
+            frees after at most this long.
+        heartbeat: seconds between lease renewals; by default a third of ``lease_ttl``.
+        slot_poll_interval: the longest a worker waits before asking again for a busy slot
+            (a slot freed in the same process is handed over at once).
+
+    Example:
+        ```python
+        import dashscope_async as ds
+        from dashscope_async.redis import RedisLimiter
+
+        limiter = RedisLimiter("redis://127.0.0.1:6379/0", namespace="acme-prod")
+        async with ds.AsyncDashScope() as client, ds.AsyncTaskRunner(
+            client, limiter=limiter
+        ) as runner:
+            async for outcome in runner.map(requests):
+                print(outcome.index, outcome.ok)
+        await limiter.aclose()
+        ```
+    """
+
+    def __init__(
+        self,
+        url_or_client: str | aioredis.Redis[Any],
+        *,
+        namespace: str = "dashscope",
+        limits: Limits | None = None,
+        lease_ttl: float = 30.0,
+        heartbeat: float | None = None,
+        slot_poll_interval: float = 0.25,
+    ) -> None:
+        if not namespace or any(c in namespace for c in "{}"):
+            raise ValueError(f"namespace must be non-empty and free of braces: {namespace!r}")
+        if lease_ttl <= 0:
+            raise ValueError(f"lease_ttl must be positive: {lease_ttl!r}")
+        heartbeat = lease_ttl / 3 if heartbeat is None else heartbeat
+        if not 0 < heartbeat < lease_ttl:
+            raise ValueError(f"heartbeat must be between 0 and lease_ttl: {heartbeat!r}")
+        if slot_poll_interval <= 0:
+            raise ValueError(f"slot_poll_interval must be positive: {slot_poll_interval!r}")
+        if isinstance(url_or_client, str):
+            self._address = _redacted_address(url_or_client)
+            self._redis: aioredis.Redis[Any] = aioredis.Redis.from_url(
+                url_or_client,
+                socket_connect_timeout=5.0,
+                socket_timeout=5.0,
+                # A down Redis should fail the wait quickly, not after a long retry ladder.
+                retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
+            )
+            self._owns_client = True
+        else:
+            kwargs = url_or_client.connection_pool.connection_kwargs
+            self._address = (
+                f"redis://{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
+            )
+            self._redis = url_or_client
+            self._owns_client = False
+        self.namespace = namespace
+        self.limits = limits if limits is not None else Limits()
+        self.lease_ttl = lease_ttl
+        self.heartbeat = heartbeat
+        self.slot_poll_interval = slot_poll_interval
+        self._pace = self._redis.register_script(PACE_SCRIPT)
+        self._cooldown = self._redis.register_script(COOLDOWN_SCRIPT)
+        self._acquire = self._redis.register_script(ACQUIRE_SCRIPT)
+        self._renew = self._redis.register_script(RENEW_SCRIPT)
+        self._release = self._redis.register_script(RELEASE_SCRIPT)
+        # One waiter per model per process talks to Redis; the rest queue here in FIFO order.
+        self._slot_queues: dict[str, anyio.Lock] = {}
+        self._submit_queues: dict[str, anyio.Lock] = {}
+        self._poll_queue: anyio.Lock | None = None
+        self._slot_freed: dict[str, anyio.Event] = {}
+        self._cool_downs: dict[str, CoolDown] = {}
+        self._random = random.Random()
+
+    def __repr__(self) -> str:
+        return f"RedisLimiter({self._address!r}, namespace={self.namespace!r})"
+
+    # -- keys ---------------------------------------------------------------------------------
+
+    def _model_key(self, model: str, what: str) -> str:
+        return f"{{{self.namespace}:{model}}}:{what}"
+
+    @property
+    def _poll_key(self) -> str:
+        return f"{{{self.namespace}}}:polls"
+
+    # -- the Limiter protocol -----------------------------------------------------------------
+
+    def slot(self, model: str) -> AbstractAsyncContextManager[RedisSlotLease]:
+        """Wait for one of the model's task slots and hold it (with a heartbeat) until exit.
+
+        Raises:
+            LimiterUnavailableError: Redis could not be reached while waiting.
+        """
+        return self._slot(model)
+
+    @asynccontextmanager
+    async def _slot(self, model: str) -> AsyncIterator[RedisSlotLease]:
+        _require_asyncio("slot")
+        lease = RedisSlotLease(model=model, token=secrets.token_hex(16))
+        await self._take_slot(lease)
+        try:
+            async with anyio.create_task_group() as heartbeat_group:
+                heartbeat_group.start_soon(self._keep_alive, lease)
+                try:
+                    yield lease
+                finally:
+                    heartbeat_group.cancel_scope.cancel()
+        finally:
+            await self._give_back(lease)
+
+    async def submit_turn(self, model: str) -> None:
+        """Wait until a submission for ``model`` may go now (cool-down, then GCRA spacing).
+
+        Raises:
+            LimiterUnavailableError: Redis could not be reached.
+        """
+        _require_asyncio("submit_turn")
+        interval_us = round(1e6 * self.limits.submit_spacing(model))
+        keys = [self._model_key(model, "pace"), self._model_key(model, "cooldown")]
+        queue = self._submit_queues.setdefault(model, anyio.Lock())
+        async with queue:
+            await self._paced(keys, interval_us)
+
+    async def throttled(self, model: str, retry_after: float | None) -> float:
+        """A submit got 429: pause the model's submissions for every worker.
+
+        Uses the service's Retry-After when it gave one, otherwise ``Limits.throttle_backoff``
+        doubling with each 429 in a row seen by this process (with jitter, capped at
+        ``Limits.throttle_backoff_max``). The shared pause only ever grows.
+
+        Returns:
+            The pause now in force for every worker, in seconds.
+
+        Raises:
+            LimiterUnavailableError: Redis could not be reached.
+        """
+        _require_asyncio("throttled")
+        cool_down = self._cool_downs.get(model)
+        if cool_down is None:
+            cool_down = self._cool_downs[model] = CoolDown(self.limits, self._random)
+        pause = cool_down.pause(anyio.current_time(), retry_after)
+        in_force_ms = await self._call(
+            self._cooldown, [self._model_key(model, "cooldown")], [max(1, round(pause * 1000))]
+        )
+        logger.info("%s throttled: every worker pauses %.3f s", model, in_force_ms / 1000)
+        return in_force_ms / 1000
+
+    def submit_succeeded(self, model: str) -> None:
+        """A submit was accepted: the next 429 starts the backoff afresh (in this process)."""
+        cool_down = self._cool_downs.get(model)
+        if cool_down is not None:
+            cool_down.reset()
+
+    async def poll_turn(self) -> None:
+        """Wait for a turn in the account-wide poll budget (GCRA, shared by every worker).
+
+        Raises:
+            LimiterUnavailableError: Redis could not be reached.
+        """
+        _require_asyncio("poll_turn")
+        interval_us = round(1e6 / self.limits.poll_rate)
+        if self._poll_queue is None:
+            self._poll_queue = anyio.Lock()
+        async with self._poll_queue:
+            await self._paced([self._poll_key], interval_us)
+
+    async def aclose(self) -> None:
+        """Close the Redis connections, if this limiter opened them (it was given a URL)."""
+        if self._owns_client:
+            # types-redis predates redis-py 5, which renamed close() to aclose().
+            await self._redis.aclose()  # type: ignore[attr-defined]
+
+    async def __aenter__(self) -> RedisLimiter:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # -- internals ----------------------------------------------------------------------------
+
+    async def _call(self, script: Any, keys: list[str], args: list[Any]) -> int:
+        try:
+            return int(await script(keys=keys, args=args))
+        except (RedisError, OSError) as exc:
+            raise LimiterUnavailableError(
+                f"the shared limiter's Redis at {self._address} is unavailable ({exc}); "
+                "nothing was submitted"
+            ) from exc
+
+    async def _paced(self, keys: list[str], interval_us: int) -> None:
+        # Sleep exactly as long as Redis says, then ask again: another worker may win the turn.
+        while True:
+            wait_ms = await self._call(self._pace, keys, [interval_us])
+            if not wait_ms:
+                return
+            await anyio.sleep(wait_ms / 1000)
+
+    async def _take_slot(self, lease: RedisSlotLease) -> None:
+        spec = self.limits.for_model(lease.model)
+        key = self._model_key(lease.model, "slots")
+        args = [lease.token, spec.max_in_progress, round(self.lease_ttl * 1000)]
+        queue = self._slot_queues.setdefault(lease.model, anyio.Lock())
+        async with queue:
+            while wait_ms := await self._call(self._acquire, [key], args):
+                freed = self._slot_freed.setdefault(lease.model, anyio.Event())
+                # Ask again when a slot frees here, when the earliest lease would expire, or
+                # after the poll interval (a slot freed by another worker).
+                with anyio.move_on_after(min(wait_ms / 1000, self.slot_poll_interval)):
+                    await freed.wait()
+
+    async def _keep_alive(self, lease: RedisSlotLease) -> None:
+        key = self._model_key(lease.model, "slots")
+        args = [lease.token, round(self.lease_ttl * 1000)]
+        deadline = anyio.current_time() + self.lease_ttl
+        while True:
+            await anyio.sleep(self.heartbeat)
+            try:
+                renewed = await self._call(self._renew, [key], args)
+            except LimiterUnavailableError as exc:
+                if anyio.current_time() >= deadline:
+                    lease.mark_lost(f"Redis unreachable for longer than the lease ({exc})")
+                    return
+                logger.warning("could not renew the %s slot lease: %s", lease.model, exc)
+                continue
+            if not renewed:
+                lease.mark_lost("it expired before the heartbeat renewed it")
+                return
+            deadline = anyio.current_time() + self.lease_ttl
+
+    async def _give_back(self, lease: RedisSlotLease) -> None:
+        key = self._model_key(lease.model, "slots")
+        # Release even when the holder is being cancelled, or the slot idles until it expires.
+        with anyio.move_on_after(_RELEASE_TIMEOUT, shield=True):
+            try:
+                held = await self._call(self._release, [key], [lease.token])
+            except LimiterUnavailableError as exc:
+                logger.warning(
+                    "could not release the %s slot lease; it frees when it expires in "
+                    "at most %.1f s: %s",
+                    lease.model,
+                    self.lease_ttl,
+                    exc,
+                )
+            else:
+                if not held:
+                    lease.mark_lost("it had expired before the task ended")
+        freed = self._slot_freed.pop(lease.model, None)
+        if freed is not None:
+            freed.set()
