@@ -1,0 +1,712 @@
+"""AsyncDashScope, the low-level client: one typed method per service call, with auth and retries.
+
+Owns credentials (attached per request, only to URLs under the API base URL), the User-Agent,
+the retry loop and the mapping of answers onto models and errors. It must not pace, queue or
+budget requests across jobs (the runner does), and must not attach credentials to any other host:
+the same ``httpx.AsyncClient`` also carries uploads and downloads.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import platform
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from datetime import datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Self, TypeVar
+from urllib.parse import quote
+
+import attrs
+import httpx
+
+from . import _files, _wire
+from ._clock import SYSTEM_CLOCK, Clock
+from ._config import API_KEY_ENV, BASE_URL_ENV, DEFAULT_BASE_URL, WORKSPACE_ENV, env
+from ._error_map import error_from_response
+from ._errors import (
+    AmbiguousSubmitError,
+    APIConnectionError,
+    APIError,
+    APITimeoutError,
+    RateLimitError,
+    ResponseValidationError,
+    ServerError,
+    TaskCanceledError,
+    TaskFailedError,
+    TaskNotFoundError,
+    TaskTimeoutError,
+    ValidationError,
+)
+from ._logging import log_request, redact
+from ._models import GeneratedImage, Request, Task, TaskInfo, TaskListItem, TaskResult, TaskStatus
+from ._retry import CallKind, RetryPolicy, Verdict, verdict_for_exception, verdict_for_response
+from ._version import __version__
+
+__all__ = ["DEFAULT_TIMEOUT", "AsyncDashScope", "poll_delays"]
+
+T = TypeVar("T")
+
+#: Per-request timeout: 60 s in all, 10 s to connect.
+DEFAULT_TIMEOUT: Final = httpx.Timeout(60.0, connect=10.0)
+DEFAULT_MAX_RETRIES: Final = 2
+WORKSPACE_HEADER: Final = "X-DashScope-WorkSpace"
+#: The service accepts task-list windows of at most this long.
+LIST_WINDOW: Final = timedelta(hours=24)
+#: ``wait`` gives up after this many consecutive polls failed (each after its own retries).
+MAX_FAILED_POLLS: Final = 5
+POLL_DELAY_CAP: Final = 5.0
+
+_LOOPBACK_NAMES: Final = frozenset({"localhost", "localhost.localdomain"})
+
+
+def _user_agent() -> str:
+    return f"dashscope-async/{__version__} python/{platform.python_version()} httpx/{httpx.__version__}"
+
+
+@attrs.frozen
+class _Credentials:
+    api_key: str = attrs.field(repr=False)
+    workspace: str | None = None
+
+
+def poll_delays(poll_interval: float | None = None) -> Iterator[float]:
+    """The pauses between polls of ``wait``: 1, 1, 2, 2, 4, 4, 5, 5, ... or a fixed interval.
+
+    Example:
+        ```python
+        from itertools import islice
+        assert list(islice(poll_delays(), 8)) == [1, 1, 2, 2, 4, 4, 5, 5]
+        ```
+    """
+    if poll_interval is not None:
+        while True:
+            yield poll_interval
+    delay = 1.0
+    while True:
+        yield delay
+        yield delay
+        delay = min(delay * 2, POLL_DELAY_CAP)
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_base_url(url: str, *, allow_insecure_http: bool) -> str:
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        raise ValidationError("base_url", f"not a URL: {url!r}") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ValidationError("base_url", f"must be an http(s) URL with a host, not {url!r}")
+    if parsed.query or parsed.fragment:
+        raise ValidationError("base_url", "must not carry a query string or fragment")
+    if parsed.scheme == "http" and not (allow_insecure_http or _is_loopback(parsed.host)):
+        raise ValidationError(
+            "base_url",
+            f"refusing plain http:// to {parsed.host}: the API key would cross the network in "
+            "clear text; use https://, or pass allow_insecure_http=True if you must",
+        )
+    return url.rstrip("/")
+
+
+def _check_task_id(task_id: str) -> str:
+    if not isinstance(task_id, str) or not task_id.strip():
+        raise ValidationError("task_id", "must be a non-empty string")
+    return quote(task_id, safe="")
+
+
+def _check_aware(field: str, moment: datetime | None) -> None:
+    if moment is not None and moment.tzinfo is None:
+        raise ValidationError(field, "must be timezone-aware (e.g. datetime.now(UTC))")
+
+
+def list_windows(start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
+    """``[start, end]`` split into consecutive windows of at most 24 hours, oldest first."""
+    windows: list[tuple[datetime, datetime]] = []
+    cursor = start
+    while True:
+        stop = min(cursor + LIST_WINDOW, end)
+        windows.append((cursor, stop))
+        if stop >= end:
+            return windows
+        cursor = stop
+
+
+@attrs.define
+class _TaskListing:
+    """The task list as an async iterator that fetches one page when the last is used up.
+
+    A plain iterator object, not an async generator, so leaving a loop early leaves nothing to
+    finalize on either backend.
+    """
+
+    fetch_page: Callable[[Mapping[str, str | int]], Awaitable[_wire.TaskListWire]]
+    queries: list[dict[str, str | int]]
+    _window: int = 0
+    _page_no: int = 1
+    _buffer: deque[TaskListItem] = attrs.field(factory=deque)
+    _seen: set[str] = attrs.field(factory=set)
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> TaskListItem:
+        while not self._buffer:
+            if self._window >= len(self.queries):
+                raise StopAsyncIteration
+            page = await self.fetch_page({**self.queries[self._window], "page_no": self._page_no})
+            for entry in page.data:
+                if entry.task_id not in self._seen:
+                    self._seen.add(entry.task_id)
+                    self._buffer.append(_wire.task_list_item_from_wire(entry))
+            if not page.data or self._page_no >= page.total_page:
+                self._window += 1
+                self._page_no = 1
+            else:
+                self._page_no += 1
+        return self._buffer.popleft()
+
+
+class AsyncDashScope:
+    """The low-level DashScope client: one typed method per service call, retried as is safe.
+
+    Args:
+        api_key: the API key; defaults to ``DASHSCOPE_API_KEY``. Never shown in a repr, log
+            record or exception.
+        base_url: the API root including ``/api/v1``; defaults to ``DASHSCOPE_HTTP_BASE_URL``,
+            then the Beijing endpoint.
+        workspace: sent as ``X-DashScope-WorkSpace``; defaults to ``DASHSCOPE_WORKSPACE``.
+            Needed with a RAM sub-account key.
+        timeout: per-request timeout (seconds or an ``httpx.Timeout``).
+        max_retries: retries after a failed attempt, where retrying is safe.
+        http_client: your own ``httpx.AsyncClient`` (proxies, limits, transports). It is not
+            closed by this client; credentials are never set on it as default headers.
+        clock: where time and sleeps come from (tests pass a virtual clock).
+        allow_insecure_http: allow a plain ``http://`` base URL on a non-loopback host.
+
+    Raises:
+        ValidationError: no API key (names ``DASHSCOPE_API_KEY``), or a base URL refused.
+
+    Example:
+        ```python
+        async with ds.AsyncDashScope() as client:
+            task = await client.submit(
+                ds.StyleRepaint("https://example.com/me.jpg", style=ds.RepaintStyle.ANIME)
+            )
+            result = await client.wait(task.task_id, timeout=300)
+            print(result.images[0].url)
+        ```
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        base_url: str | None = None,
+        workspace: str | None = None,
+        timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        http_client: httpx.AsyncClient | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        allow_insecure_http: bool = False,
+    ) -> None:
+        key = api_key if api_key is not None else env(API_KEY_ENV)
+        if not key or not key.strip():
+            raise ValidationError(
+                "api_key",
+                f"no API key: pass api_key= or set the {API_KEY_ENV} environment variable",
+            )
+        if max_retries < 0:
+            raise ValidationError("max_retries", "must be 0 or more")
+        self._credentials = _Credentials(
+            api_key=key.strip(),
+            workspace=workspace if workspace is not None else env(WORKSPACE_ENV),
+        )
+        self._base_url = _check_base_url(
+            base_url or env(BASE_URL_ENV) or DEFAULT_BASE_URL,
+            allow_insecure_http=allow_insecure_http,
+        )
+        self._base = httpx.URL(self._base_url + "/")
+        self._timeout = timeout
+        self._retry = RetryPolicy(max_retries=max_retries)
+        self._clock = clock
+        self._user_agent = _user_agent()
+        self._owns_http = http_client is None
+        self._http = (
+            http_client
+            if http_client is not None
+            else httpx.AsyncClient(
+                timeout=timeout, follow_redirects=False, headers={"User-Agent": self._user_agent}
+            )
+        )
+        self._inputs = _files.InputPreparer(
+            http=self._http, fetch_policy=self._get_upload_policy, clock=clock
+        )
+
+    # --- properties and lifetime --------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        """The API root, without a trailing slash (``https://dashscope.aliyuncs.com/api/v1``)."""
+        return self._base_url
+
+    @property
+    def workspace(self) -> str | None:
+        """The workspace sent as ``X-DashScope-WorkSpace``, if any."""
+        return self._credentials.workspace
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The HTTP connection pool. It carries no credentials of its own."""
+        return self._http
+
+    @property
+    def clock(self) -> Clock:
+        """The clock every wait and backoff of this client uses."""
+        return self._clock
+
+    @property
+    def max_retries(self) -> int:
+        """Retries after a failed attempt, where retrying is safe."""
+        return self._retry.max_retries
+
+    def __repr__(self) -> str:
+        return f"AsyncDashScope(base_url={self._base_url!r}, workspace={self.workspace!r})"
+
+    async def aclose(self) -> None:
+        """Close the connection pool, unless it was passed in as ``http_client``."""
+        if self._owns_http:
+            await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # --- service calls ------------------------------------------------------------------------
+
+    async def submit(self, request: Request, *, retry_throttled: bool = True) -> Task:
+        """Submit a task; returns as soon as the service accepted it.
+
+        Local files are uploaded first. The submit is retried only when no task can have been
+        created (a connection that never opened, a 429, a 5xx the service itself answered).
+
+        Args:
+            request: a ``StyleRepaint`` or ``SketchToImage``.
+            retry_throttled: retry 429 ``Throttling`` answers here (default). Pass False when
+                you pace submissions yourself: a 429 then raises ``RateLimitError`` at once,
+                with ``retry_after`` when the service sent one.
+
+        Returns:
+            The accepted task (normally PENDING).
+
+        Raises:
+            AmbiguousSubmitError: the submit was sent but no usable answer came back; a task
+                may exist. Never retried: reconcile through ``list_tasks``.
+            APIError: the service refused it (see the error reference for each code).
+            APIConnectionError: no connection could be made (no task exists).
+
+        Example:
+            ```python
+            task = await client.submit(ds.SketchToImage(url, prompt="a towering tree"))
+            print(task.task_id)
+            ```
+        """
+        prepared = await self._inputs.prepare(request)
+        headers = {"X-DashScope-Async": "enable", "Content-Type": "application/json"}
+        if prepared.oss_resolve:
+            headers["X-DashScope-OssResourceResolve"] = "enable"
+        model = request.model
+        return await self._call(
+            "POST",
+            request.spec.submit_path,
+            kind=CallKind.SUBMIT,
+            parse=lambda data: _wire.task_from_submit(data, model=model),
+            content=json.dumps(
+                _wire.submit_body(request, prepared.urls), ensure_ascii=False
+            ).encode(),
+            headers=headers,
+            model=model,
+            retry_throttled=retry_throttled,
+        )
+
+    async def get_task(self, task_id: str) -> TaskInfo:
+        """One task's status and results (``GET /tasks/{task_id}``).
+
+        Returns:
+            A ``TaskInfo``; a ``TaskResult`` when the task SUCCEEDED.
+
+        Example:
+            ```python
+            info = await client.get_task(task.task_id)
+            print(info.status)
+            ```
+        """
+        path = f"/tasks/{_check_task_id(task_id)}"
+        return await self._call("GET", path, kind=CallKind.READ, parse=_wire.task_info_from_wire)
+
+    async def cancel_task(self, task_id: str) -> None:
+        """Cancel a PENDING task (``POST /tasks/{task_id}/cancel``).
+
+        Raises:
+            BadRequestError: code ``UnsupportedOperation``: the task is no longer PENDING.
+
+        Example:
+            ```python
+            await client.cancel_task(task.task_id)
+            ```
+        """
+        path = f"/tasks/{_check_task_id(task_id)}/cancel"
+        await self._call("POST", path, kind=CallKind.READ, parse=_ignore_body)
+
+    def list_tasks(
+        self,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        model: str | None = None,
+        status: TaskStatus | str | None = None,
+        page_size: int = 50,
+    ) -> AsyncIterator[TaskListItem]:
+        """The account's tasks (all keys and workspaces), paged for you, oldest window first.
+
+        The service lists at most 24 hours at a time; a longer range is asked for window by
+        window. With neither bound, the last 24 hours; with one, the 24 hours after ``start``
+        or before ``end``. A task seen twice (at a window edge, or because the list moved
+        while paging) is yielded once. Each page is fetched when the previous one is used up;
+        nothing runs in the background, so breaking out of the loop is safe and needs no
+        cleanup. Arguments are checked at the call, before any request.
+
+        Args:
+            start: aware datetime, inclusive.
+            end: aware datetime.
+            model: only tasks of this model (``"wanx-style-repaint-v1"``).
+            status: only tasks in this status.
+            page_size: entries per request.
+
+        Example:
+            ```python
+            since = datetime.now(UTC) - timedelta(hours=1)
+            async for item in client.list_tasks(start=since, model=ds.STYLE_REPAINT.name):
+                print(item.task_id, item.status)
+            ```
+        """
+        _check_aware("start", start)
+        _check_aware("end", end)
+        if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
+            raise ValidationError("page_size", "must be a positive whole number")
+        if start is None and end is None:
+            end = self._clock.wall()
+        if start is None:
+            assert end is not None
+            start = end - LIST_WINDOW
+        if end is None:
+            end = start + LIST_WINDOW
+        if end < start:
+            raise ValidationError("end", "must not be before start")
+        filters: dict[str, str | int] = {"page_size": page_size}
+        if model is not None:
+            filters["model_name"] = model
+        if status is not None:
+            wanted = TaskStatus(status)
+            if wanted is TaskStatus.UNRECOGNIZED:
+                raise ValidationError("status", f"no task status {status!r}")
+            filters["status"] = wanted.value
+        queries = [
+            {
+                "start_time": _wire.format_list_time(window_start),
+                "end_time": _wire.format_list_time(window_end),
+                **filters,
+            }
+            for window_start, window_end in list_windows(start, end)
+        ]
+        return _TaskListing(fetch_page=self._list_page, queries=queries)
+
+    async def _list_page(self, params: Mapping[str, str | int]) -> _wire.TaskListWire:
+        return await self._call(
+            "GET",
+            "/tasks",
+            kind=CallKind.READ,
+            parse=lambda data: _wire.load(data, _wire.TaskListWire, what="task list"),
+            params=params,
+        )
+
+    async def wait(
+        self,
+        task_id: str,
+        *,
+        # A deadline on the client's clock, checked between polls (the contract's signature).
+        timeout: float | None = None,  # noqa: ASYNC109
+        poll_interval: float | None = None,
+    ) -> TaskResult:
+        """Poll a task until it ends; return its result or raise why it has none.
+
+        The first poll goes at once, then after 1, 1, 2, 2, 4, 4, 5, 5, ... seconds (or every
+        ``poll_interval``). A throttled, failed or lost poll is retried, never taken for the
+        task's failure.
+
+        Args:
+            task_id: the task to wait for.
+            timeout: seconds to wait in all; None waits as long as the task runs.
+            poll_interval: a fixed pause between polls instead of the schedule above.
+
+        Returns:
+            The SUCCEEDED task; ``failures`` lists images that failed beside the good ones.
+
+        Raises:
+            TaskFailedError: FAILED, or a status this version does not know.
+            TaskCanceledError: CANCELED.
+            TaskNotFoundError: UNKNOWN (a wrong id, or a task older than 24 hours).
+            TaskTimeoutError: still in progress at the deadline (``status`` says where).
+
+        Example:
+            ```python
+            try:
+                result = await client.wait(task.task_id, timeout=120)
+            except ds.TaskTimeoutError as exc:
+                print("still", exc.status)
+            ```
+        """
+        _check_task_id(task_id)
+        if poll_interval is not None and poll_interval <= 0:
+            raise ValidationError("poll_interval", "must be positive")
+        deadline = None if timeout is None else self._clock.now() + timeout
+        delays = poll_delays(poll_interval)
+        failed_polls = 0
+        last_status = TaskStatus.PENDING
+        while True:
+            pause = next(delays)
+            try:
+                info = await self.get_task(task_id)
+            except (APIError, APIConnectionError) as exc:
+                if not _is_transient(exc):
+                    raise
+                failed_polls += 1
+                if failed_polls >= MAX_FAILED_POLLS:
+                    raise
+                if isinstance(exc, APIError) and exc.retry_after is not None:
+                    pause = max(pause, exc.retry_after)
+            else:
+                failed_polls = 0
+                last_status = info.status
+                if info.status.is_terminal:
+                    return _result_or_raise(info)
+            now = self._clock.now()
+            if deadline is not None:
+                if now >= deadline:
+                    raise TaskTimeoutError(
+                        f"task {task_id} still {last_status.value} after {timeout} s",
+                        task_id=task_id,
+                        status=last_status,
+                    )
+                pause = min(pause, deadline - now)
+            await self._clock.sleep(pause)
+
+    async def generate(
+        self,
+        request: Request,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - passed on to wait()
+    ) -> TaskResult:
+        """Submit a task and wait for its result.
+
+        Args:
+            request: a ``StyleRepaint`` or ``SketchToImage``.
+            timeout: seconds to wait for the task after it was accepted.
+
+        Example:
+            ```python
+            result = await client.generate(ds.SketchToImage(url, prompt="a towering tree"))
+            ```
+        """
+        task = await self.submit(request)
+        return await self.wait(task.task_id, timeout=timeout)
+
+    async def download(self, image: GeneratedImage, dest: str | os.PathLike[str]) -> Path:
+        """Save a result image to ``dest``; no credentials go to the result host.
+
+        Example:
+            ```python
+            path = await client.download(result.images[0], "out.png")
+            ```
+        """
+        return await _files.download_image(self._http, image, dest)
+
+    async def _get_upload_policy(self, model: str) -> _wire.UploadPolicyWire:
+        """A temporary upload policy for ``model`` (``GET /uploads?action=getPolicy``)."""
+        response = await self._call(
+            "GET",
+            "/uploads",
+            kind=CallKind.READ,
+            parse=lambda data: _wire.load(
+                data, _wire.UploadPolicyResponseWire, what="upload policy"
+            ),
+            params={"action": "getPolicy", "model": model},
+        )
+        return response.data
+
+    # --- the request loop ---------------------------------------------------------------------
+
+    def _is_api_url(self, url: httpx.URL) -> bool:
+        base = self._base
+        return (
+            url.scheme == base.scheme
+            and url.host == base.host
+            and url.port == base.port
+            and (url.path + "/").startswith(base.path)
+        )
+
+    def _request_headers(self, url: httpx.URL, extra: Mapping[str, str]) -> dict[str, str]:
+        headers = {"User-Agent": self._user_agent, "Accept": "application/json", **extra}
+        if self._is_api_url(url):
+            headers["Authorization"] = f"Bearer {self._credentials.api_key}"
+            if self._credentials.workspace:
+                headers[WORKSPACE_HEADER] = self._credentials.workspace
+        return headers
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        kind: CallKind,
+        parse: Callable[[Any], T],
+        params: Mapping[str, str | int] | None = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        model: str | None = None,
+        retry_throttled: bool = True,
+    ) -> T:
+        url = httpx.URL(self._base_url + path)
+        if params:
+            url = url.copy_merge_params(dict(params))
+        retries_taken = 0
+        while True:
+            request = self._http.build_request(
+                method,
+                url,
+                content=content,
+                headers=self._request_headers(url, headers or {}),
+                timeout=self._timeout,
+            )
+            log_request(method, url.path, attempt=retries_taken)
+            sent_at = self._clock.wall()
+            try:
+                response = await self._http.send(request, follow_redirects=False)
+            except httpx.TransportError as exc:
+                verdict = verdict_for_exception(kind, exc)
+                if verdict is Verdict.RETRY and retries_taken < self._retry.max_retries:
+                    await self._backoff(retries_taken, None)
+                    retries_taken += 1
+                    continue
+                if verdict is Verdict.AMBIGUOUS:
+                    raise self._ambiguous(
+                        model, sent_at, f"no answer ({type(exc).__name__})"
+                    ) from exc
+                raise self._connection_error(exc) from exc
+
+            if response.is_success:
+                try:
+                    return parse(_json_of(response))
+                except ResponseValidationError as exc:
+                    if kind is CallKind.SUBMIT:
+                        raise self._ambiguous(
+                            model, sent_at, f"HTTP {response.status_code} with an unreadable body"
+                        ) from exc
+                    raise
+
+            error = self._scrub(error_from_response(response, now=self._clock.wall()))
+            verdict = verdict_for_response(
+                kind, error, response.headers, retry_throttled=retry_throttled
+            )
+            if verdict is Verdict.RETRY and retries_taken < self._retry.max_retries:
+                await self._backoff(retries_taken, response.headers)
+                retries_taken += 1
+                continue
+            if verdict is Verdict.AMBIGUOUS:
+                raise self._ambiguous(
+                    model, sent_at, f"HTTP {response.status_code} from the gateway"
+                ) from error
+            raise error
+
+    async def _backoff(self, retries_taken: int, headers: httpx.Headers | None) -> None:
+        await self._clock.sleep(self._retry.delay(retries_taken, headers, now=self._clock.wall()))
+
+    def _ambiguous(self, model: str | None, sent_at: datetime, why: str) -> AmbiguousSubmitError:
+        name = model or "unknown"
+        return AmbiguousSubmitError(
+            f"submit for {name} sent at {sent_at.isoformat()} got {why}: a task may exist; "
+            "look for it with list_tasks before submitting again",
+            model=name,
+            sent_at=sent_at,
+        )
+
+    def _connection_error(self, exc: httpx.TransportError) -> APIConnectionError:
+        cls = APITimeoutError if isinstance(exc, httpx.TimeoutException) else APIConnectionError
+        return cls(self._redact(f"{type(exc).__name__}: {exc}"))
+
+    def _scrub(self, error: APIError) -> APIError:
+        # A service message that echoes the key must not carry it into logs or tracebacks.
+        cleaned = self._redact(error.message)
+        if cleaned == error.message:
+            return error
+        return type(error)(
+            cleaned,
+            status_code=error.status_code,
+            code=error.code,
+            request_id=error.request_id,
+            retry_after=error.retry_after,
+        )
+
+    def _redact(self, text: str) -> str:
+        return redact(text, self._credentials.api_key)
+
+
+def _json_of(response: httpx.Response) -> Any:
+    try:
+        return json.loads(response.content)
+    except (ValueError, UnicodeDecodeError):
+        raise ResponseValidationError(
+            f"the answer to {response.request.method} {response.request.url.path} is not JSON",
+            field="$",
+        ) from None
+
+
+def _is_transient(exc: APIError | APIConnectionError) -> bool:
+    """A failed poll that says nothing about the task: throttled, a server error, no answer."""
+    if isinstance(exc, APIConnectionError):
+        return True
+    return isinstance(exc, RateLimitError | ServerError) or exc.status_code == 408
+
+
+def _ignore_body(data: Any) -> None:
+    return None
+
+
+def _result_or_raise(info: TaskInfo) -> TaskResult:
+    if isinstance(info, TaskResult):
+        return info
+    if info.status is TaskStatus.CANCELED:
+        raise TaskCanceledError(info)
+    if info.status is TaskStatus.UNKNOWN:
+        raise TaskNotFoundError(
+            f"task {info.task_id} is UNKNOWN: the id is wrong or the task is older than 24 hours",
+            task_id=info.task_id,
+        )
+    # FAILED, and any status this version does not know: terminal, never polled forever.
+    raise TaskFailedError(info)
