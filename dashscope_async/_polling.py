@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Mapping
 from typing import Any, Final
 
 import attrs
@@ -147,6 +148,13 @@ class RunTimeEstimate:
         return self.observations > 0
 
 
+def _checked_priors(value: Mapping[str, float]) -> dict[str, float]:
+    for model, seconds in value.items():
+        if not (isinstance(seconds, int | float) and seconds > 0 and math.isfinite(seconds)):
+            raise ValidationError("priors", f"{model!r}: a run time must be > 0 s, not {seconds!r}")
+    return dict(value)
+
+
 @attrs.define
 class _ModelRunTimes:
     logs: deque[float]
@@ -165,6 +173,8 @@ class RunTimeStats:
     overconfident; it never goes below ``min_log_sigma``.
 
     Args:
+        priors: typical run seconds by model, used until a model's first run time is
+            observed; the registry's ``typical_run_seconds`` for models not listed.
         window: how many recent run times per model to learn from.
         prior_log_sigma: the spread assumed before observations outweigh it.
         prior_weight: how many observations the assumed spread counts as.
@@ -179,6 +189,7 @@ class RunTimeStats:
         ```
     """
 
+    priors: Mapping[str, float] = attrs.field(factory=dict, converter=_checked_priors)
     window: int = attrs.field(default=64, validator=attrs.validators.ge(2))
     prior_log_sigma: float = 0.1
     prior_weight: float = 1.0
@@ -209,12 +220,18 @@ class RunTimeStats:
         """The current estimate of ``model``'s run time (the registry's prior until one is seen)."""
         runs = self._models.get(model)
         if runs is None or not runs.logs:
-            spec = MODELS.get(model)
-            typical = spec.typical_run_seconds if spec is not None else UNKNOWN_MODEL_RUN_SECONDS
-            return RunTimeEstimate(model, typical, self.cold_log_sigma, 0)
+            return RunTimeEstimate(model, self.prior(model), self.cold_log_sigma, 0)
         if runs.estimate is None:
             runs.estimate = self._estimate(model, runs.logs)
         return runs.estimate
+
+    def prior(self, model: str) -> float:
+        """The run time assumed for ``model`` before any is observed."""
+        typical = self.priors.get(model)
+        if typical is not None:
+            return typical
+        spec = MODELS.get(model)
+        return spec.typical_run_seconds if spec is not None else UNKNOWN_MODEL_RUN_SECONDS
 
     def _estimate(self, model: str, logs: deque[float]) -> RunTimeEstimate:
         n = len(logs)

@@ -1,0 +1,343 @@
+"""The poll planner's schedules, the run-time estimator, and the retry delays after failed polls.
+
+All pure arithmetic: no clock and no event loop, so every number is exact.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+import pytest
+
+from dashscope_async._config import SKETCH_TO_IMAGE, STYLE_REPAINT
+from dashscope_async._errors import ValidationError
+from dashscope_async._models import TaskStatus
+from dashscope_async._polling import (
+    UNKNOWN_MODEL_RUN_SECONDS,
+    PollPlanner,
+    PollPolicy,
+    RunTimeEstimate,
+    RunTimeStats,
+)
+
+REPAINT = STYLE_REPAINT.name
+SDK_POLL_TIMES = (0.0, 1.0, 2.0, 4.0, 6.0, 8.0, 12.0, 16.0, 20.0, 25.0, 30.0, 35.0, 40.0)
+
+
+class FixedStats(RunTimeStats):
+    """A model whose run time is known: median 10 s, log spread 0.05, learned from 5 runs."""
+
+    def expected(self, model: str) -> RunTimeEstimate:
+        return RunTimeEstimate(model, 10.0, 0.05, 5)
+
+
+def delay(planner: PollPlanner, t: float | None, **kwargs: Any) -> float:
+    options: dict[str, Any] = {
+        "since_submit": t if t is not None else 3.0,
+        "since_running": t,
+        "status": TaskStatus.RUNNING,
+        "polls_so_far": 1,
+    }
+    options.update(kwargs)
+    return planner.next_delay(REPAINT, **options)
+
+
+# --- the policy ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("min_interval", 0.0),
+        ("min_interval", -1.0),
+        ("max_interval", math.nan),
+        ("first_poll", -0.5),
+        ("deadline", -1.0),
+        ("end_spacing", 0.0),
+        ("cold_growth", -0.1),
+        ("error_backoff", 0.0),
+    ],
+)
+def test_policy_rejects_impossible_settings(field: str, value: float) -> None:
+    with pytest.raises(ValidationError, match=field):
+        PollPolicy(**{field: value})
+
+
+def test_policy_rejects_max_interval_below_min_interval() -> None:
+    with pytest.raises(ValidationError, match="max_interval"):
+        PollPolicy(min_interval=2.0, max_interval=1.0)
+
+
+# --- the planner: a model with a known run time -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("since_running", "expected"),
+    [
+        # Before the early quantile 10 * exp(-0.1) = 9.0484: one sleep until it, past max_interval.
+        (0.0, 9.048374180359595),
+        (5.0, 4.048374180359595),
+        (8.9, 0.148374180359595),
+        # Inside the window: 0.15 * exp(z**2 / 4), densest at the median.
+        (9.0, 0.4551919144691215),
+        (9.5, 0.19514356120660345),
+        (10.0, 0.15),
+        (10.5, 0.19031551612686),
+        (11.0, 0.37205374942206587),
+        # Overrun: 10 % of the time run so far, at most max_interval.
+        (12.0, 1.2),
+        (20.0, 2.0),
+        (40.0, 4.0),
+        (100.0, 5.0),
+    ],
+)
+def test_schedule_of_a_known_model(since_running: float, expected: float) -> None:
+    planner = PollPlanner(stats=FixedStats())
+    assert delay(planner, since_running) == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("since_running", "expected"),
+    [
+        # 20 % of the time run so far, but never below min_interval ...
+        (0.0, 0.1),
+        (0.3, 0.1),
+        (1.0, 0.2),
+        (5.0, 1.0),
+        # ... and denser near the registry's typical 15 s (spread 0.25: gap 0.5 s at 15 s).
+        (10.0, 0.9710977901613567),
+        (15.0, 0.5031152949374527),
+        (20.0, 0.70054826042781),
+        (30.0, 3.4379526527108233),
+    ],
+)
+def test_cold_start_schedule_follows_growth_then_the_registry_prior(
+    since_running: float, expected: float
+) -> None:
+    assert delay(PollPlanner(), since_running) == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("status", "since_running", "expected"),
+    [
+        (TaskStatus.SUCCEEDED, 10.0, 0.0),
+        (TaskStatus.FAILED, 10.0, 0.0),
+        (TaskStatus.UNKNOWN, None, 0.0),
+        # Not known to run (queued behind another task): every tenth of the median run time.
+        (TaskStatus.PENDING, None, 1.0),
+        (TaskStatus.SUSPENDED, None, 5.0),
+        (TaskStatus.SUSPENDED, 4.0, 5.0),
+    ],
+)
+def test_schedule_by_status(
+    status: TaskStatus, since_running: float | None, expected: float
+) -> None:
+    planner = PollPlanner(stats=FixedStats())
+    assert delay(planner, since_running, status=status) == pytest.approx(expected)
+
+
+def test_min_interval_bounds_the_gap_of_a_fast_model() -> None:
+    stats = RunTimeStats()
+    for seconds in (1.0, 1.0, 1.0):
+        stats.observe(REPAINT, seconds)
+    planner = PollPlanner(stats=stats)
+    # 1.5 % of a 1 s run would be 15 ms; min_interval keeps it at 100 ms.
+    assert delay(planner, 1.0) == 0.1
+    assert delay(PollPlanner(PollPolicy(min_interval=0.001), stats=stats), 1.0) == pytest.approx(
+        0.015 * math.sqrt(stats.expected(REPAINT).log_sigma / 0.05)
+    )
+
+
+def test_first_poll_setting_fixes_the_first_poll_only() -> None:
+    planner = PollPlanner(PollPolicy(first_poll=2.0), stats=FixedStats())
+    assert delay(planner, 0.5, since_submit=0.5, polls_so_far=0) == 1.5
+    assert delay(planner, 3.0, since_submit=3.0, polls_so_far=0) == 0.0
+    assert delay(planner, 2.0, since_submit=2.0, polls_so_far=1) == pytest.approx(7.048374180359595)
+
+
+def test_no_delay_runs_past_the_deadline() -> None:
+    planner = PollPlanner(PollPolicy(deadline=8.0), stats=FixedStats())
+    assert delay(planner, 0.0, since_submit=0.0) == 8.0
+    assert delay(planner, 7.5, since_submit=7.5) == 0.5
+    assert delay(planner, 9.0, since_submit=9.0) == 0.0
+    # The deadline counts from the submission, not from the start of running.
+    assert delay(planner, 1.0, since_submit=7.0) == 1.0
+
+
+def simulate(planner: PollPlanner, run_seconds: float) -> tuple[int, float]:
+    """Poll one task (running from t=0, ending at run_seconds) as the runner would: polls, lag."""
+    t = 0.0
+    polls = 0
+    while True:
+        t += planner.next_delay(
+            REPAINT, since_submit=t, since_running=t, status=TaskStatus.RUNNING, polls_so_far=polls
+        )
+        polls += 1
+        if t >= run_seconds:
+            return polls, t - run_seconds
+
+
+def simulate_sdk(run_seconds: float) -> tuple[int, float]:
+    for polls, t in enumerate(SDK_POLL_TIMES, start=1):
+        if t >= run_seconds:
+            return polls, t - run_seconds
+    raise AssertionError("run longer than the ladder")
+
+
+def test_learned_schedule_beats_the_sdk_ladder_on_polls_and_lag() -> None:
+    """15 s tasks with a 5 % spread: fewer polls than the SDK, and the end noticed sooner."""
+    rng = random.Random(7)
+    stats = RunTimeStats()
+    planner = PollPlanner(stats=stats)
+    runs = [15.0 * math.exp(rng.gauss(0.0, 0.05)) for _ in range(60)]
+    ours: list[tuple[int, float]] = []
+    for index, run in enumerate(runs):
+        result = simulate(planner, run)
+        if index >= 10:  # after the model's run time is learned
+            ours.append(result)
+        stats.observe(REPAINT, run)
+    sdk = [simulate_sdk(run) for run in runs[10:]]
+    mean_polls = sum(p for p, _ in ours) / len(ours)
+    mean_lag = sum(lag for _, lag in ours) / len(ours)
+    assert mean_polls < 7.0 < sum(p for p, _ in sdk) / len(sdk)
+    # About 1 % of the run time, against the SDK's seconds.
+    assert mean_lag < 0.2
+    assert mean_lag * 5 < sum(lag for _, lag in sdk) / len(sdk)
+    assert max(lag for _, lag in ours) < 1.0
+
+
+def test_fast_tasks_are_noticed_within_min_interval() -> None:
+    """1.5 s tasks (time_scale 0.1): the gap is min_interval near the end, a handful of polls."""
+    rng = random.Random(3)
+    stats = RunTimeStats()
+    planner = PollPlanner(stats=stats)
+    results = []
+    for index in range(40):
+        run = 1.5 * math.exp(rng.gauss(0.0, 0.05))
+        polls, lag = simulate(planner, run)
+        if index >= 5:
+            results.append((polls, lag))
+        stats.observe(REPAINT, run)
+    assert max(lag for _, lag in results) <= 0.1 + 1e-9
+    assert sum(lag for _, lag in results) / len(results) < 0.07
+    assert max(polls for polls, _ in results) <= 7
+
+
+@pytest.mark.parametrize("run_seconds", [0.4, 1.5, 6.0, 15.0, 40.0, 120.0])
+def test_cold_start_notices_the_end_within_a_fifth_of_the_run(run_seconds: float) -> None:
+    polls, lag = simulate(PollPlanner(), run_seconds)
+    assert lag <= max(0.2 * run_seconds, 0.1) + 1e-9
+    # The price of not knowing: a few dozen polls, once per model (the SDK spends 14 on 40 s).
+    assert polls < 70
+
+
+def test_overrun_backs_off() -> None:
+    planner = PollPlanner(stats=FixedStats())
+    gaps = [delay(planner, t) for t in (11.0, 12.0, 16.0, 25.0, 49.0)]
+    assert gaps == sorted(gaps)
+    assert gaps[-1] == 4.9
+
+
+# --- retries after failed polls -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("attempt", "retry_after", "expected"),
+    [
+        (1, None, 0.5),
+        (2, None, 1.0),
+        (3, None, 2.0),
+        (5, None, 8.0),
+        (50, None, 8.0),
+        (10_000, None, 8.0),
+        (1, 3.0, 3.0),
+        (4, 0.25, 0.25),
+        (2, 0.0, 0.0),
+        (2, -1.0, 0.0),
+        (2, math.nan, 1.0),
+    ],
+)
+def test_after_error_honours_retry_after_else_backs_off(
+    attempt: int, retry_after: float | None, expected: float
+) -> None:
+    assert PollPlanner().after_error(attempt, retry_after) == expected
+
+
+# --- the run-time estimator ---------------------------------------------------------------------
+
+
+def test_prior_comes_from_the_registry_then_from_priors() -> None:
+    stats = RunTimeStats(priors={SKETCH_TO_IMAGE.name: 2.5})
+    assert stats.expected(REPAINT) == RunTimeEstimate(REPAINT, 15.0, 0.25, 0)
+    assert stats.expected(SKETCH_TO_IMAGE.name).median == 2.5
+    assert stats.expected("some-new-model").median == UNKNOWN_MODEL_RUN_SECONDS
+    assert not stats.expected(REPAINT).known
+
+
+def test_priors_must_be_run_times() -> None:
+    with pytest.raises(ValidationError, match="priors"):
+        RunTimeStats(priors={REPAINT: 0.0})
+
+
+def test_one_observation_replaces_the_prior_median() -> None:
+    stats = RunTimeStats()
+    stats.observe(REPAINT, 1.6)
+    estimate = stats.expected(REPAINT)
+    assert estimate.median == pytest.approx(1.6)
+    # One run says nothing about the spread: the prior spread stands.
+    assert estimate.log_sigma == pytest.approx(0.1)
+    assert estimate.known
+    assert stats.expected(SKETCH_TO_IMAGE.name).observations == 0
+
+
+def test_estimator_converges_to_the_true_distribution() -> None:
+    rng = random.Random(11)
+    stats = RunTimeStats()
+    for _ in range(200):
+        stats.observe(REPAINT, 15.0 * math.exp(rng.gauss(0.0, 0.05)))
+    estimate = stats.expected(REPAINT)
+    assert estimate.observations == 64  # the window
+    assert estimate.median == pytest.approx(15.0, rel=0.03)
+    assert estimate.log_sigma == pytest.approx(0.05, rel=0.25)
+    assert estimate.low == pytest.approx(15.0 * math.exp(-0.1), rel=0.05)
+    assert estimate.high == pytest.approx(15.0 * math.exp(0.1), rel=0.05)
+
+
+def test_estimator_follows_a_change_in_run_time() -> None:
+    stats = RunTimeStats(window=8)
+    for _ in range(8):
+        stats.observe(REPAINT, 15.0)
+    for _ in range(8):
+        stats.observe(REPAINT, 30.0)
+    assert stats.expected(REPAINT).median == pytest.approx(30.0)
+
+
+def test_spread_shrinks_from_the_prior_as_runs_agree() -> None:
+    stats = RunTimeStats()
+    sigmas = []
+    for seconds in (15.0, 15.5, 14.6, 15.2, 14.9, 15.1):
+        stats.observe(REPAINT, seconds)
+        sigmas.append(stats.expected(REPAINT).log_sigma)
+    assert sigmas[0] == pytest.approx(0.1)
+    assert sigmas[-1] < sigmas[1] < sigmas[0]
+    assert sigmas[-1] >= stats.min_log_sigma
+
+
+@pytest.mark.parametrize("bad", [0.0, -3.0, math.inf, math.nan])
+def test_impossible_run_times_are_ignored(bad: float) -> None:
+    stats = RunTimeStats()
+    stats.observe(REPAINT, bad)
+    assert stats.observations(REPAINT) == 0
+    assert not stats.expected(REPAINT).known
+
+
+def test_estimate_is_recomputed_only_after_a_new_observation() -> None:
+    stats = RunTimeStats()
+    stats.observe(REPAINT, 10.0)
+    first = stats.expected(REPAINT)
+    assert stats.expected(REPAINT) is first
+    stats.observe(REPAINT, 12.0)
+    assert stats.expected(REPAINT) is not first
+    assert stats.expected(REPAINT).median == pytest.approx(math.sqrt(120.0))
