@@ -12,6 +12,8 @@ Example:
     ```
 """
 
+from ._budget import Budget, BudgetLedger
+from ._client import AsyncDashScope
 from ._clock import Clock
 from ._config import MODELS, SKETCH_TO_IMAGE, STYLE_REPAINT, ImageRules, ModelSpec
 from ._errors import (
@@ -23,6 +25,7 @@ from ._errors import (
     BadRequestError,
     BudgetExceededError,
     DashScopeError,
+    JobCanceledError,
     NotFoundError,
     PermissionDeniedError,
     QuotaExceededError,
@@ -37,6 +40,8 @@ from ._errors import (
     TaskTimeoutError,
     ValidationError,
 )
+from ._events import EventKind, EventStream, RunnerEvent
+from ._limits import Limiter, Limits, LocalLimiter, ModelLimits, SlotLease
 from ._models import (
     GeneratedImage,
     ImageFailure,
@@ -55,6 +60,8 @@ from ._models import (
     TaskStatus,
     Usage,
 )
+from ._polling import PollPlanner, PollPolicy, RunTimeStats
+from ._runner import AsyncTaskRunner, Batch, Job, JobHandle, JobStatus, Outcome
 from ._version import __version__
 
 __all__ = [
@@ -65,18 +72,36 @@ __all__ = [
     "APIError",
     "APITimeoutError",
     "AmbiguousSubmitError",
+    "AsyncDashScope",
+    "AsyncTaskRunner",
     "AuthenticationError",
     "BadRequestError",
+    "Batch",
+    "Budget",
     "BudgetExceededError",
+    "BudgetLedger",
     "Clock",
     "DashScopeError",
+    "EventKind",
+    "EventStream",
     "GeneratedImage",
     "ImageFailure",
     "ImageInput",
     "ImageRules",
+    "Job",
+    "JobCanceledError",
+    "JobHandle",
+    "JobStatus",
+    "Limiter",
+    "Limits",
+    "LocalLimiter",
+    "ModelLimits",
     "ModelSpec",
     "NotFoundError",
+    "Outcome",
     "PermissionDeniedError",
+    "PollPlanner",
+    "PollPolicy",
     "PromptTruncatedWarning",
     "QuotaExceededError",
     "RateLimitError",
@@ -84,9 +109,12 @@ __all__ = [
     "Request",
     "ResponseValidationError",
     "ResultExpiredError",
+    "RunTimeStats",
+    "RunnerEvent",
     "ServerError",
     "SketchStyle",
     "SketchToImage",
+    "SlotLease",
     "StyleRepaint",
     "Task",
     "TaskCanceledError",

@@ -29,6 +29,14 @@ def _to_decimal(value: Decimal | float | int | str | None) -> Decimal | None:
     return amount
 
 
+def _list_prices() -> dict[str, Decimal]:
+    return {name: spec.price_per_image for name, spec in MODELS.items()}
+
+
+def _to_prices(prices: Mapping[str, Decimal | float | str]) -> dict[str, Decimal]:
+    return {name: Decimal(str(price)) for name, price in prices.items()}
+
+
 def _check_images(
     instance: object, attribute: attrs.Attribute[int | None], value: int | None
 ) -> None:
@@ -58,8 +66,7 @@ class Budget:
     images: int | None = attrs.field(default=None, validator=_check_images)
     cny: Decimal | None = attrs.field(default=None, converter=_to_decimal)
     prices: Mapping[str, Decimal] = attrs.field(
-        factory=lambda: {name: spec.price_per_image for name, spec in MODELS.items()},
-        converter=lambda prices: {name: Decimal(str(price)) for name, price in prices.items()},
+        factory=lambda: _list_prices(), converter=_to_prices
     )
 
     def price(self, model: str) -> Decimal:

@@ -505,7 +505,7 @@ class AsyncDashScope:
                 failed_polls = 0
                 last_status = info.status
                 if info.status.is_terminal:
-                    return _result_or_raise(info)
+                    return result_or_raise(info)
             now = self._clock.now()
             if deadline is not None:
                 if now >= deadline:
@@ -698,7 +698,7 @@ def _ignore_body(data: Any) -> None:
     return None
 
 
-def _result_or_raise(info: TaskInfo) -> TaskResult:
+def result_or_raise(info: TaskInfo) -> TaskResult:
     if isinstance(info, TaskResult):
         return info
     if info.status is TaskStatus.CANCELED:

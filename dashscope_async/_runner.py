@@ -13,12 +13,20 @@ import logging
 import math
 import os
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Generator, Iterable, Iterator
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Generator,
+    Iterable,
+    Iterator,
+)
 from contextlib import aclosing
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import anyio
 import anyio.lowlevel
@@ -26,6 +34,7 @@ import attrs
 from anyio.abc import TaskGroup
 
 from ._budget import Budget, BudgetLedger
+from ._client import AsyncDashScope, result_or_raise
 from ._errors import (
     AmbiguousSubmitError,
     APIConnectionError,
@@ -36,9 +45,6 @@ from ._errors import (
     RateLimitError,
     ResponseValidationError,
     ServerError,
-    TaskCanceledError,
-    TaskFailedError,
-    TaskNotFoundError,
     TaskTimeoutError,
     ValidationError,
 )
@@ -46,9 +52,6 @@ from ._events import EventHub, EventKind, EventStream, RunnerEvent
 from ._limits import Limiter, Limits, LocalLimiter
 from ._models import Request, SketchToImage, StyleRepaint, Task, TaskInfo, TaskResult, TaskStatus
 from ._polling import PollPlanner, PollPolicy
-
-if TYPE_CHECKING:
-    from ._client import AsyncDashScope
 
 __all__ = ["AsyncTaskRunner", "Batch", "Job", "JobHandle", "JobStatus", "Outcome"]
 
@@ -420,7 +423,8 @@ class AsyncTaskRunner:
         """
         self._require_running()
         if isinstance(request, Job):
-            request, key = request.request, key or request.key
+            key = key or request.key
+            request = request.request
         state = self._new_state(0, request, key)
         self._start(state)
         return JobHandle(state)
@@ -528,7 +532,7 @@ class AsyncTaskRunner:
                 task = await self._submit(state)
                 info = await self._poll_to_end(state, task)
             billed = info.usage.image_count if info.usage is not None else len(info.images)
-            result = self._result_of(info)
+            result = result_or_raise(info)
         finally:
             if self._ledger is not None:
                 self._ledger.settle(model, reserved, billed)
@@ -607,8 +611,6 @@ class AsyncTaskRunner:
                     candidates.append(Task(item.task_id, item.status, state.model, item.request_id))
             except _RETRYABLE_POLL_ERRORS:
                 continue
-            finally:
-                await pages.aclose()
             if len(candidates) == 1:
                 self._emit(EventKind.RECONCILED, state, task_id=candidates[0].task_id)
                 return candidates[0]
@@ -732,19 +734,6 @@ class AsyncTaskRunner:
             " still finish and be billed",
             task_id=state.task_id,
         )
-
-    @staticmethod
-    def _result_of(info: TaskInfo) -> TaskResult:
-        if isinstance(info, TaskResult) and info.images:
-            return info
-        if info.status is TaskStatus.CANCELED:
-            raise TaskCanceledError(info)
-        if info.status is TaskStatus.UNKNOWN:
-            raise TaskNotFoundError(
-                f"task {info.task_id} is UNKNOWN: its id expired (24 h) or never existed",
-                task_id=info.task_id,
-            )
-        raise TaskFailedError(info)
 
     def _emit(
         self,
@@ -929,7 +918,7 @@ class Batch:
             self._cancel()
 
 
-async def _as_async_iter(items: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
+async def _as_async_iter(items: Iterable[Any] | AsyncIterable[Any]) -> AsyncGenerator[Any, None]:
     if isinstance(items, AsyncIterable):
         async for item in items:
             yield item
