@@ -6,12 +6,14 @@ client and the emulator both speak through this module, so a shape is written on
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, get_origin
 
 import attrs
 import cattrs
+from cattrs.cols import list_structure_factory
+from cattrs.gen import make_dict_structure_fn
 from cattrs.v import transform_error
 
 from ._errors import ResponseValidationError
@@ -267,6 +269,59 @@ class UploadPolicyResponseWire:
 
 
 converter: Final = cattrs.Converter(detailed_validation=True, forbid_extra_keys=False)
+
+
+# JSON must have the shape it claims. Left alone, cattrs turns 5 into "5", a string into a list
+# of its characters, and a string into an attrs class of defaults: a wrong answer would pass.
+def _structure_str(value: object, _: type) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, not {type(value).__name__}")
+    return value
+
+
+def _structure_int(value: object, _: type) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expected a whole number, not {type(value).__name__}")
+    return value
+
+
+def _structure_bool(value: object, _: type) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"expected true or false, not {type(value).__name__}")
+    return value
+
+
+def _is_list(shape: Any) -> bool:
+    return get_origin(shape) is list
+
+
+def _list_hook(shape: Any, conv: cattrs.Converter) -> Callable[[Any, Any], Any]:
+    inner = list_structure_factory(shape, conv)
+
+    def structure(value: Any, cls: Any) -> Any:
+        if not isinstance(value, list):
+            raise TypeError(f"expected a list, not {type(value).__name__}")
+        return inner(value, cls)
+
+    return structure
+
+
+def _object_hook(shape: Any, conv: cattrs.Converter) -> Callable[[Any, Any], Any]:
+    inner = make_dict_structure_fn(shape, conv)
+
+    def structure(value: Any, cls: Any) -> Any:
+        if not isinstance(value, Mapping):
+            raise TypeError(f"expected an object, not {type(value).__name__}")
+        return inner(value, cls)
+
+    return structure
+
+
+converter.register_structure_hook(str, _structure_str)
+converter.register_structure_hook(int, _structure_int)
+converter.register_structure_hook(bool, _structure_bool)
+converter.register_structure_hook_factory(_is_list, _list_hook)
+converter.register_structure_hook_factory(attrs.has, _object_hook)
 
 
 def _strip_none(value: Any) -> Any:
