@@ -618,22 +618,22 @@ async def _stream_to(http: httpx.AsyncClient, url: str, part: Path, *, wall: dat
             if _retryable_status(response.status_code):
                 raise _RetryableDownloadError(error)
             raise error
+        received = 0
         try:
             async with await anyio.open_file(part, "wb") as file:
                 async for chunk in response.aiter_bytes(DOWNLOAD_CHUNK_BYTES):
                     await file.write(chunk)
+                    received += len(chunk)
         except httpx.TransportError as exc:
             raise _RetryableDownloadError(_connection_error(exc, host="result host")) from None
-        expected = response.headers.get("content-length")
-        if (
-            expected is not None
-            and expected.isdigit()
-            and int(expected) != response.num_bytes_downloaded
-        ):
+        # A body cut short without an error from the connection: compare with what was promised
+        # (only when the body is not content-encoded, since the length counts encoded bytes).
+        expected = response.headers.get("content-length", "")
+        encoding = response.headers.get("content-encoding", "identity").lower()
+        if expected.isdigit() and encoding == "identity" and int(expected) != received:
             raise _RetryableDownloadError(
                 APIConnectionError(
-                    f"the result host sent {response.num_bytes_downloaded} of {expected} bytes"
-                    f" of {_without_query(url)}"
+                    f"the result host sent {received} of {expected} bytes of {_without_query(url)}"
                 )
             )
     finally:
