@@ -7,6 +7,8 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import anyio
+import anyio.abc
 import httpx
 import pytest
 
@@ -617,3 +619,55 @@ async def test_requests_are_logged_without_query_or_secrets(
     assert all("getPolicy" not in m for m in messages)
     assert all(API_KEY not in m for m in messages)
     assert any("<redacted>" in m for m in messages)
+
+
+# --- connection leaks (a real loopback server) ----------------------------------------------------
+
+
+async def _serve_http(stream: anyio.abc.ByteStream, answers: list[tuple[int, bytes]]) -> None:
+    """A minimal HTTP/1.1 keep-alive server: one scripted answer per request."""
+    async with stream:
+        buffer = b""
+        while True:
+            while b"\r\n\r\n" not in buffer:
+                try:
+                    buffer += await stream.receive()
+                except (anyio.EndOfStream, anyio.BrokenResourceError):
+                    return
+            head, buffer = buffer.split(b"\r\n\r\n", 1)
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            while len(buffer) < length:
+                buffer += await stream.receive()
+            buffer = buffer[length:]
+            status, body = answers.pop(0) if answers else (200, b"{}")
+            await stream.send(
+                b"HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                % (status, len(body), body)
+            )
+
+
+async def test_no_connection_is_left_open() -> None:
+    running = json.dumps({"output": {"task_id": "t", "task_status": "RUNNING"}}).encode()
+    failure = json.dumps({"code": "InternalError", "message": "m"}).encode()
+    answers = [(500, failure), (200, running), (400, failure), (200, running)]
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, lambda stream: _serve_http(stream, answers))
+        async with AsyncDashScope(
+            API_KEY, base_url=f"http://127.0.0.1:{port}/api/v1", clock=RecordingClock()
+        ) as client:
+            await client.get_task("t")  # a retried 500, then an answer
+            with pytest.raises(ds.BadRequestError):
+                await client.get_task("t")
+            await client.get_task("t")
+            pool = client.http._transport._pool  # type: ignore[attr-defined]
+            assert len(pool.connections) == 1
+            assert all(c.is_idle() for c in pool.connections)
+        assert client.http.is_closed
+        assert pool.connections == []
+        tg.cancel_scope.cancel()
