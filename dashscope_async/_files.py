@@ -386,10 +386,14 @@ class InputPreparer:
     http: httpx.AsyncClient
     fetch_policy: PolicyFetcher
     clock: Clock = SYSTEM_CLOCK
-    inline_data_uri_max_bytes: int = attrs.field(default=0, kw_only=True)
-    upload_retries: int = attrs.field(default=3, kw_only=True)
+    inline_data_uri_max_bytes: int = attrs.field(
+        default=0, kw_only=True, validator=attrs.validators.ge(0)
+    )
+    upload_retries: int = attrs.field(default=3, kw_only=True, validator=attrs.validators.ge(0))
     reuse_uploads: bool = attrs.field(default=True, kw_only=True)
-    policy_rate: float = attrs.field(default=float(UPLOAD_POLICY_QPS), kw_only=True)
+    policy_rate: float = attrs.field(
+        default=float(UPLOAD_POLICY_QPS), kw_only=True, validator=attrs.validators.gt(0)
+    )
     _policies: _SharedCache[str, UploadPolicyWire] = attrs.field(init=False)
     _uploads: _SharedCache[tuple[str, str], str] = attrs.field(init=False)
     _pacers: dict[str, _Pacer] = attrs.field(factory=dict, init=False)
