@@ -7,6 +7,7 @@ return at once, so nothing here sleeps for real.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import re
 from collections.abc import AsyncIterator, Callable
@@ -22,6 +23,7 @@ import httpx
 import pytest
 
 from dashscope_async import _files
+from dashscope_async._client import AsyncDashScope
 from dashscope_async._config import STYLE_REPAINT
 from dashscope_async._errors import (
     APIConnectionError,
@@ -46,7 +48,7 @@ from dashscope_async._models import (
     TaskResult,
     TaskStatus,
 )
-from dashscope_async._wire import UploadPolicyWire
+from dashscope_async._wire import UploadPolicyWire, converter
 from tests.images_util import make_image, pillow_hidden
 
 UPLOAD_HOST = "https://upload.test"
@@ -954,3 +956,52 @@ async def test_save_result_images_names_every_image(
     assert len(listing(tmp_path / "out")) == 4
     assert by_index[1].read_bytes() == JPEG
     assert_no_credentials(service.requests)
+
+
+# --- through the client -----------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_the_client_submits_an_uploaded_file_as_oss_with_the_resolve_header(
+    service: Service, portrait: Path, tmp_path: Path
+) -> None:
+    api_requests: list[httpx.Request] = []
+
+    async def route(request: httpx.Request) -> httpx.Response:
+        if request.url.host != "api.test":
+            return await service.handle(request)
+        await request.aread()
+        api_requests.append(request)
+        if request.url.path == "/api/v1/uploads":
+            data = _wire_policy()
+            return httpx.Response(200, json={"request_id": "r1", "data": data})
+        return httpx.Response(
+            200, json={"request_id": "r2", "output": {"task_id": "t-1", "task_status": "PENDING"}}
+        )
+
+    service.results["/out/t-1.png"] = httpx.Response(200, content=PNG)
+    async with (
+        httpx.AsyncClient(transport=httpx.MockTransport(route)) as http,
+        AsyncDashScope(
+            api_key="sk-test-secret-key",
+            base_url="https://api.test/api/v1",
+            workspace="ws-1",
+            http_client=http,
+        ) as client,
+    ):
+        task = await client.submit(StyleRepaint(str(portrait), style=2))
+        saved = await client.download(GeneratedImage(result_url("/out/t-1.png")), tmp_path / "r")
+
+    assert task.task_id == "t-1"
+    policy_call, submit = api_requests
+    assert policy_call.url.params["model"] == "wanx-style-repaint-v1"
+    assert policy_call.headers["authorization"] == "Bearer sk-test-secret-key"
+    (key,) = service.stored
+    assert json.loads(submit.content)["input"]["image_url"] == f"oss://{key}"
+    assert submit.headers["x-dashscope-ossresourceresolve"] == "enable"
+    assert await anyio.Path(saved).read_bytes() == PNG
+    assert_no_credentials(service.requests)
+
+
+def _wire_policy() -> dict[str, object]:
+    return dict(converter.unstructure(policy()))
