@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, Final
 
 import attrs
@@ -55,6 +56,17 @@ def _positive(field: str) -> Any:
     return check
 
 
+def _checked_priors(value: Mapping[str, float]) -> dict[str, float]:
+    for model, seconds in value.items():
+        if not (isinstance(seconds, int | float) and seconds > 0 and math.isfinite(seconds)):
+            raise ValidationError("priors", f"{model!r}: a run time must be > 0 s, not {seconds!r}")
+    return dict(value)
+
+
+def _frozen_priors(value: Mapping[str, float]) -> Mapping[str, float]:
+    return MappingProxyType(_checked_priors(value))
+
+
 @attrs.frozen
 class PollPolicy:
     """How the runner polls its tasks.
@@ -78,6 +90,9 @@ class PollPolicy:
         error_backoff: the first wait after a failed poll (429, 5xx, lost connection) that
             came without ``Retry-After``; it doubles with every further failure in a row.
         error_backoff_max: the longest such wait.
+        run_time_priors: typical run seconds by model, assumed until the first run time of
+            that model is observed (the registry's typical run times otherwise). Useful when
+            you know better, for instance against an emulator at a known time scale.
 
     Example:
         ```python
@@ -96,6 +111,12 @@ class PollPolicy:
     overrun_growth: float = attrs.field(default=0.1, validator=_positive("overrun_growth"))
     error_backoff: float = attrs.field(default=0.5, validator=_positive("error_backoff"))
     error_backoff_max: float = attrs.field(default=8.0, validator=_positive("error_backoff_max"))
+    run_time_priors: Mapping[str, float] = attrs.field(
+        factory=dict,
+        converter=_frozen_priors,
+        hash=False,
+        repr=lambda priors: repr(dict(priors)),
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.max_interval < self.min_interval:
@@ -146,13 +167,6 @@ class RunTimeEstimate:
     def known(self) -> bool:
         """True once at least one run time was observed."""
         return self.observations > 0
-
-
-def _checked_priors(value: Mapping[str, float]) -> dict[str, float]:
-    for model, seconds in value.items():
-        if not (isinstance(seconds, int | float) and seconds > 0 and math.isfinite(seconds)):
-            raise ValidationError("priors", f"{model!r}: a run time must be > 0 s, not {seconds!r}")
-    return dict(value)
 
 
 @attrs.define
@@ -280,8 +294,8 @@ class PollPlanner:
 
     Args:
         policy: the poll settings; ``PollPolicy()`` when omitted.
-        stats: where run times are learned; a fresh ``RunTimeStats()`` when omitted. Share one
-            between planners to share what they learn.
+        stats: where run times are learned; when omitted, a fresh ``RunTimeStats`` with the
+            policy's ``run_time_priors``. Share one between planners to share what they learn.
 
     Example:
         ```python
@@ -297,7 +311,9 @@ class PollPlanner:
 
     def __init__(self, policy: PollPolicy | None = None, stats: RunTimeStats | None = None) -> None:
         self.policy = policy if policy is not None else PollPolicy()
-        self.stats = stats if stats is not None else RunTimeStats()
+        if stats is None:
+            stats = RunTimeStats(priors=self.policy.run_time_priors)
+        self.stats = stats
 
     def __repr__(self) -> str:
         return f"PollPlanner({self.policy!r})"

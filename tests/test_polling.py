@@ -61,8 +61,9 @@ def delay(planner: PollPlanner, t: float | None, **kwargs: Any) -> float:
     ],
 )
 def test_policy_rejects_impossible_settings(field: str, value: float) -> None:
+    settings: dict[str, Any] = {field: value}
     with pytest.raises(ValidationError, match=field):
-        PollPolicy(**{field: value})
+        PollPolicy(**settings)
 
 
 def test_policy_rejects_max_interval_below_min_interval() -> None:
@@ -341,3 +342,18 @@ def test_estimate_is_recomputed_only_after_a_new_observation() -> None:
     stats.observe(REPAINT, 12.0)
     assert stats.expected(REPAINT) is not first
     assert stats.expected(REPAINT).median == pytest.approx(math.sqrt(120.0))
+
+
+def test_policy_priors_seed_the_planner() -> None:
+    policy = PollPolicy(run_time_priors={REPAINT: 1.5})
+    planner = PollPlanner(policy)
+    assert planner.stats.expected(REPAINT).median == 1.5
+    assert planner.stats.expected(SKETCH_TO_IMAGE.name).median == 25.0
+    assert policy == PollPolicy(run_time_priors={REPAINT: 1.5})
+    hash(policy)
+    with pytest.raises(ValidationError, match="priors"):
+        PollPolicy(run_time_priors={REPAINT: -1.0})
+    # Seeded near the truth, the first task is noticed much sooner than from the registry's 15 s.
+    _, seeded_lag = simulate(planner, 1.55)
+    _, registry_lag = simulate(PollPlanner(), 1.55)
+    assert seeded_lag < 0.1 < registry_lag
