@@ -69,6 +69,8 @@ _PILLOW_FORMATS: Final[dict[str, ImageFormat]] = {
     "WEBP": "WEBP",
     "TIFF": "TIFF",
 }
+#: More pixels than any model takes (5760x3240 is the largest).
+LARGEST_ACCEPTED_PIXELS: Final = 5760 * 3240
 #: Enough of a file to sniff its format.
 SNIFF_BYTES: Final = 32
 
@@ -136,9 +138,17 @@ def read_header(data: bytes) -> ImageHeader | None:
             says why).
     """
     pillow = _pillow_image()
-    if pillow is not None:
-        return _read_with_pillow(pillow, data)
-    return _read_builtin(data)
+    if pillow is None:
+        return _read_builtin(data)
+    try:
+        declared = _read_builtin(data)
+    except ValueError:
+        declared = None
+    if declared is not None and declared.width * declared.height > LARGEST_ACCEPTED_PIXELS:
+        # Far over every model's limit: answer from the header fields, since Pillow would warn
+        # (DecompressionBombWarning) or fail on a size this large before our rules could speak.
+        return declared
+    return _read_with_pillow(pillow, data)
 
 
 def _read_with_pillow(pillow: ModuleType, data: bytes) -> ImageHeader | None:
