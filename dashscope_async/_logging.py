@@ -21,8 +21,11 @@ logger: Final = logging.getLogger("dashscope_async")
 # "Authorization: Bearer sk-...", "'authorization': 'Bearer ...'", "api_key=sk-...", and bare
 # DashScope keys ("sk-" followed by a long token) wherever they appear.
 _SECRET_PATTERNS: Final = (
+    re.compile(
+        r"(?i)((?:authorization|api[-_]?key|x-api-key)['\"]?\s*[:=]\s*['\"]?(?:bearer\s+)?)"
+        r"[^\s'\",;}]+"
+    ),
     re.compile(r"(?i)(bearer\s+)[^\s'\",;}]+"),
-    re.compile(r"(?i)((?:authorization|api[-_]?key|x-api-key)['\"]?\s*[:=]\s*['\"]?)[^\s'\",;}]+"),
     re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}"),
 )
 

@@ -671,3 +671,39 @@ async def test_no_connection_is_left_open() -> None:
         assert client.http.is_closed
         assert pool.connections == []
         tg.cancel_scope.cancel()
+
+
+def test_the_redacting_filter_masks_credentials(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="dashscope_async")
+    log = logging.getLogger("dashscope_async")
+    log.debug("sent %s", {"Authorization": f"Bearer {API_KEY}"})
+    log.debug("api_key=%s", "sk-anotherkey12345")
+    try:
+        raise RuntimeError(f"boom with {API_KEY}")
+    except RuntimeError:
+        log.exception("failed")
+    text = caplog.text
+    assert API_KEY not in text
+    assert "sk-anotherkey12345" not in text
+    assert text.count("<redacted>") >= 3
+    assert "boom with" in text
+
+
+def test_redact_leaves_ordinary_text_alone() -> None:
+    from dashscope_async._logging import redact
+
+    assert redact("GET /api/v1/tasks/abc (attempt 1)") == "GET /api/v1/tasks/abc (attempt 1)"
+    assert redact("my key is hunter2", "hunter2") == "my key is <redacted>"
+    assert redact("Authorization: Bearer xyz") == "Authorization: Bearer <redacted>"
+
+
+async def test_connection_errors_do_not_carry_the_key() -> None:
+    service = ScriptedService(
+        fallback=lambda request: (_ for _ in ()).throw(
+            httpx.ConnectError(f"refused while sending {request.headers['Authorization']}")
+        )
+    )
+    async with mock_client(service, max_retries=0) as client:
+        with pytest.raises(ds.APIConnectionError) as caught:
+            await client.get_task("task-1")
+    assert API_KEY not in str(caught.value)
