@@ -32,6 +32,7 @@ from ._errors import (
     APIConnectionError,
     APIError,
     APITimeoutError,
+    DashScopeError,
     RateLimitError,
     ResponseValidationError,
     ServerError,
@@ -606,43 +607,36 @@ class AsyncDashScope:
             )
             log_request(method, url.path, attempt=retries_taken)
             sent_at = self._clock.wall()
+            answer_headers: httpx.Headers | None = None
             try:
                 response = await self._http.send(request, follow_redirects=False)
             except httpx.TransportError as exc:
                 verdict = verdict_for_exception(kind, exc)
-                if verdict is Verdict.RETRY and retries_taken < self._retry.max_retries:
-                    await self._backoff(retries_taken, None)
-                    retries_taken += 1
-                    continue
-                if verdict is Verdict.AMBIGUOUS:
-                    raise self._ambiguous(
-                        model, sent_at, f"no answer ({type(exc).__name__})"
-                    ) from exc
-                raise self._connection_error(exc) from exc
-
-            if response.is_success:
-                try:
-                    return parse(_json_of(response))
-                except ResponseValidationError as exc:
-                    if kind is CallKind.SUBMIT:
-                        raise self._ambiguous(
-                            model, sent_at, f"HTTP {response.status_code} with an unreadable body"
-                        ) from exc
-                    raise
-
-            error = self._scrub(error_from_response(response, now=self._clock.wall()))
-            verdict = verdict_for_response(
-                kind, error, response.headers, retry_throttled=retry_throttled
-            )
+                failure: DashScopeError = self._connection_error(exc)
+                cause: BaseException | None = exc
+                why = f"no answer ({type(exc).__name__})"
+            else:
+                if response.is_success:
+                    try:
+                        return parse(_json_of(response))
+                    except ResponseValidationError as exc:
+                        if kind is not CallKind.SUBMIT:
+                            raise
+                        why = f"HTTP {response.status_code} with an unreadable body"
+                        raise self._ambiguous(model, sent_at, why) from exc
+                error = self._scrub(error_from_response(response, now=self._clock.wall()))
+                verdict = verdict_for_response(
+                    kind, error, response.headers, retry_throttled=retry_throttled
+                )
+                failure, cause, answer_headers = error, None, response.headers
+                why = f"HTTP {response.status_code} without the service's answer"
             if verdict is Verdict.RETRY and retries_taken < self._retry.max_retries:
-                await self._backoff(retries_taken, response.headers)
+                await self._backoff(retries_taken, answer_headers)
                 retries_taken += 1
                 continue
             if verdict is Verdict.AMBIGUOUS:
-                raise self._ambiguous(
-                    model, sent_at, f"HTTP {response.status_code} from the gateway"
-                ) from error
-            raise error
+                raise self._ambiguous(model, sent_at, why) from (cause or failure)
+            raise failure from cause
 
     async def _backoff(self, retries_taken: int, headers: httpx.Headers | None) -> None:
         await self._clock.sleep(self._retry.delay(retries_taken, headers, now=self._clock.wall()))

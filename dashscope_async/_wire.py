@@ -295,26 +295,21 @@ def _is_list(shape: Any) -> bool:
     return get_origin(shape) is list
 
 
-def _list_hook(shape: Any, conv: cattrs.Converter) -> Callable[[Any, Any], Any]:
-    inner = list_structure_factory(shape, conv)
-
+def _only(expected: type, what: str, inner: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
     def structure(value: Any, cls: Any) -> Any:
-        if not isinstance(value, list):
-            raise TypeError(f"expected a list, not {type(value).__name__}")
+        if not isinstance(value, expected):
+            raise TypeError(f"expected {what}, not {type(value).__name__}")
         return inner(value, cls)
 
     return structure
+
+
+def _list_hook(shape: Any, conv: cattrs.Converter) -> Callable[[Any, Any], Any]:
+    return _only(list, "a list", list_structure_factory(shape, conv))
 
 
 def _object_hook(shape: Any, conv: cattrs.Converter) -> Callable[[Any, Any], Any]:
-    inner = make_dict_structure_fn(shape, conv)
-
-    def structure(value: Any, cls: Any) -> Any:
-        if not isinstance(value, Mapping):
-            raise TypeError(f"expected an object, not {type(value).__name__}")
-        return inner(value, cls)
-
-    return structure
+    return _only(Mapping, "an object", make_dict_structure_fn(shape, conv))
 
 
 converter.register_structure_hook(str, _structure_str)
