@@ -161,6 +161,11 @@ class _TaskListing:
     def __aiter__(self) -> Self:
         return self
 
+    async def aclose(self) -> None:
+        """Stop early (for ``contextlib.aclosing``); there is nothing to release."""
+        self._window = len(self.queries)
+        self._buffer.clear()
+
     async def __anext__(self) -> TaskListItem:
         while not self._buffer:
             if self._window >= len(self.queries):

@@ -549,6 +549,18 @@ async def test_breaking_out_of_list_tasks_stops_paging() -> None:
     assert len(service.requests) == 1
 
 
+async def test_list_tasks_works_with_aclosing() -> None:
+    from contextlib import aclosing
+
+    service = ScriptedService(fallback=lambda request: _page(["a", "b"], 1, 5))
+    async with mock_client(service) as client:
+        listing = client.list_tasks(start=WALL_START)
+        async with aclosing(listing) as items:  # type: ignore[type-var]
+            assert (await anext(items)).task_id == "a"
+        assert [item async for item in listing] == []
+    assert len(service.requests) == 1
+
+
 @pytest.mark.parametrize(
     ("options", "field"),
     [
