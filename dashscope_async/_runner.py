@@ -22,7 +22,7 @@ from collections.abc import (
     Iterable,
     Iterator,
 )
-from contextlib import aclosing
+from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
@@ -165,6 +165,45 @@ class Outcome:
         return self.result
 
 
+class _Turnstile:
+    """Lets a model's jobs ask for its slot in the order they were handed in.
+
+    A job takes a ticket when it is handed in (synchronously), and waits for its turn before
+    asking the limiter for a slot; the turn passes on once it holds the slot or gives up. Task
+    start order alone is not enough: trio, for one, runs newly started tasks in any order.
+    """
+
+    __slots__ = ("_done", "_issued", "_serving", "_waiters")
+
+    def __init__(self) -> None:
+        self._issued = 0
+        self._serving = 0
+        self._done: set[int] = set()
+        self._waiters: dict[int, anyio.Event] = {}
+
+    def ticket(self) -> int:
+        self._issued += 1
+        return self._issued - 1
+
+    async def wait(self, ticket: int) -> None:
+        if ticket != self._serving:
+            event = self._waiters[ticket] = anyio.Event()
+            try:
+                await event.wait()
+            finally:
+                self._waiters.pop(ticket, None)
+
+    def passed(self, ticket: int) -> None:
+        """The holder of ``ticket`` is through (it has its slot, or gave up): serve the next."""
+        self._done.add(ticket)
+        while self._serving in self._done:
+            self._done.discard(self._serving)
+            self._serving += 1
+        waiter = self._waiters.get(self._serving)
+        if waiter is not None:
+            waiter.set()
+
+
 @attrs.define(eq=False)
 class _JobState:
     """One job's mutable state while the runner works on it."""
@@ -182,6 +221,7 @@ class _JobState:
     polls: int = 0
     outcome: Outcome | None = None
     on_done: Callable[[Outcome], None] | None = None
+    ticket: int = -1
 
     @property
     def model(self) -> str:
@@ -230,16 +270,7 @@ class JobHandle:
 
     async def wait_submitted(self) -> str | None:
         """Wait until the task exists (its id) or the job ended without one (None)."""
-        with anyio.CancelScope() as scope:
-            async with anyio.create_task_group() as tg:
-
-                async def finished() -> None:
-                    await self._state.done.wait()
-                    scope.cancel()
-
-                tg.start_soon(finished)
-                await self._state.submitted.wait()
-                scope.cancel()
+        await self._state.submitted.wait()
         return self._state.task_id
 
     async def wait(self) -> Outcome:
@@ -316,6 +347,7 @@ class AsyncTaskRunner:
         self._batches: set[Batch] = set()
         self._known_task_ids: set[str] = set()
         self._known_order: deque[tuple[float, str]] = deque()
+        self._turnstiles: dict[str, _Turnstile] = {}
         self._closing = False
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -471,6 +503,10 @@ class AsyncTaskRunner:
 
     def _start(self, state: _JobState) -> None:
         assert self._task_group is not None
+        turnstile = self._turnstiles.get(state.model)
+        if turnstile is None:
+            turnstile = self._turnstiles[state.model] = _Turnstile()
+        state.ticket = turnstile.ticket()
         self._active.add(state)
         self._emit(EventKind.QUEUED, state)
         self._task_group.start_soon(self._run_job, state)
@@ -479,27 +515,36 @@ class AsyncTaskRunner:
         result: TaskResult | None = None
         error: DashScopeError | None = None
         files: tuple[Path, ...] = ()
-        with state.scope:
-            try:
-                result, files = await self._drive(state)
-            except DashScopeError as exc:
-                error = exc
-        if state.scope.cancelled_caught or (result is None and error is None):
-            error = await self._canceled_error(state)
-        outcome = Outcome(
-            index=state.index,
-            request=state.request,
-            result=result,
-            error=error,
-            task_id=state.task_id,
-            key=state.key,
-            files=files,
-            queued_at=state.queued_at,
-            submitted_at=state.submitted_at,
-            finished_at=self._clock.now(),
-            polls=state.polls,
-        )
-        self._finish(state, outcome)
+        try:
+            with state.scope:
+                try:
+                    result, files = await self._drive(state)
+                except DashScopeError as exc:
+                    error = exc
+            if result is None and error is None:
+                error = await self._canceled_error(state)
+        finally:
+            # Even when the whole runner is torn down, every job ends with an outcome.
+            if result is None and error is None:
+                error = JobCanceledError(
+                    f"job {state.index} was stopped with the runner", task_id=state.task_id
+                )
+            self._finish(
+                state,
+                Outcome(
+                    index=state.index,
+                    request=state.request,
+                    result=result,
+                    error=error,
+                    task_id=state.task_id,
+                    key=state.key,
+                    files=files,
+                    queued_at=state.queued_at,
+                    submitted_at=state.submitted_at,
+                    finished_at=self._clock.now(),
+                    polls=state.polls,
+                ),
+            )
 
     def _finish(self, state: _JobState, outcome: Outcome) -> None:
         state.outcome = outcome
@@ -522,20 +567,29 @@ class AsyncTaskRunner:
         request = state.request
         model = request.model
         reserved = request.images_requested
-        if self._ledger is not None and not self._ledger.try_reserve(model, reserved):
-            raise BudgetExceededError(
-                f"job {state.index} would pass the budget ({self._ledger.budget}); not submitted"
-            )
-        billed = 0
+        turnstile = self._turnstiles[model]
         try:
-            async with self._limiter.slot(model):
+            await turnstile.wait(state.ticket)
+            slot = self._limiter.slot(model)
+            await slot.__aenter__()
+        finally:
+            turnstile.passed(state.ticket)
+        async with _entered(slot):
+            # Reserved once the job holds its slot, so jobs still queued never count against
+            # the cap while earlier ones may yet give back what they did not spend.
+            if self._ledger is not None and not self._ledger.try_reserve(model, reserved):
+                raise BudgetExceededError(
+                    f"job {state.index} would pass the budget ({self._ledger.budget}); not submitted"
+                )
+            billed = 0
+            try:
                 task = await self._submit(state)
                 info = await self._poll_to_end(state, task)
-            billed = info.usage.image_count if info.usage is not None else len(info.images)
-            result = result_or_raise(info)
-        finally:
-            if self._ledger is not None:
-                self._ledger.settle(model, reserved, billed)
+                billed = info.usage.image_count if info.usage is not None else len(info.images)
+            finally:
+                if self._ledger is not None:
+                    self._ledger.settle(model, reserved, billed)
+        result = result_or_raise(info)
         files: tuple[Path, ...] = ()
         if self._download_dir is not None:
             from ._files import save_result_images
@@ -678,7 +732,8 @@ class AsyncTaskRunner:
                 seen_pending = True
                 state.status = JobStatus.PENDING
             elif status is TaskStatus.RUNNING and running_since is None:
-                running_since = self._clock.now()
+                # Never seen PENDING: it started when it was submitted, into a free slot.
+                running_since = self._clock.now() if seen_pending else submitted_at
                 state.status = JobStatus.RUNNING
                 self._emit(EventKind.RUNNING, state)
             if status.is_terminal:
@@ -824,7 +879,7 @@ class Batch:
         finally:
             self._total = index
             self._feeder_done.set()
-            self._send.send_nowait(None)
+            self._deliver(None)
 
     def _launch(self, index: int, item: Request | Job) -> None:
         runner = self._runner
@@ -832,7 +887,7 @@ class Batch:
         try:
             state = runner._new_state(index, request, key)
         except ValidationError as exc:
-            self._send.send_nowait(
+            self._deliver(
                 Outcome(
                     index=index,
                     request=request,
@@ -842,9 +897,19 @@ class Batch:
                 )
             )
             return
-        state.on_done = self._send.send_nowait
+        state.on_done = self._deliver
         self._jobs[index] = state
         runner._start(state)
+
+    def _deliver(self, outcome: Outcome | None) -> None:
+        # Jobs cancelled after the consumer left still finish; their outcomes go nowhere.
+        if not self._closed:
+            self._send.send_nowait(outcome)
+
+    def _close_streams(self) -> None:
+        self._closed = True
+        self._send.close()
+        self._receive.close()
 
     def __aiter__(self) -> AsyncIterator[Outcome]:
         return self
@@ -873,11 +938,11 @@ class Batch:
         self._window.release()
         if self._stop_on_error and not outcome.ok:
             self._cancel()
-            self._closed = True
+            self._close_streams()
         return outcome
 
     async def _end(self) -> None:
-        self._closed = True
+        self._close_streams()
         self._runner._batches.discard(self)
         if self._input_error is not None:
             error, self._input_error = self._input_error, None
@@ -891,7 +956,7 @@ class Batch:
 
     async def aclose(self) -> None:
         """Cancel what is still going and wait until it has been cleaned up."""
-        self._closed = True
+        self._close_streams()
         self._cancel()
         with anyio.CancelScope(shield=True):
             if self._started:
@@ -916,6 +981,20 @@ class Batch:
         # A batch abandoned mid-iteration (``break`` without ``async with``) stops its work now.
         if getattr(self, "_started", False) and not self._closed:
             self._cancel()
+        if hasattr(self, "_send"):
+            self._close_streams()
+
+
+@asynccontextmanager
+async def _entered(manager: AbstractAsyncContextManager[Any]) -> AsyncIterator[None]:
+    """Exit an async context manager that was already entered, as ``async with`` would."""
+    try:
+        yield
+    except BaseException as exc:
+        if not await manager.__aexit__(type(exc), exc, exc.__traceback__):
+            raise
+    else:
+        await manager.__aexit__(None, None, None)
 
 
 async def _as_async_iter(items: Iterable[Any] | AsyncIterable[Any]) -> AsyncGenerator[Any, None]:

@@ -9,10 +9,13 @@ work, since time may jump while they run.
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import selectors
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+import anyio
 import pytest
 import trio.testing
 
@@ -56,3 +59,29 @@ def backend_options(param: tuple[str, Mapping[str, Any]]) -> tuple[str, dict[str
     if name == "trio":
         return name, {"clock": trio.testing.MockClock(autojump_threshold=0)}
     return name, dict(options)
+
+
+def virtual_time(test: Callable[[], Awaitable[None]]) -> Callable[[str], None]:
+    """Run an async test (taking no fixtures) in virtual time on asyncio and on trio.
+
+    Each run gets a fresh event loop and clock through ``anyio.run``. Prefer this to the
+    ``virtual_anyio_backend`` fixture for tests whose tasks hand work to each other a lot: trio's
+    autojumping clock is only dependable in a plain ``trio.run``, not in the guest-mode run that
+    anyio's pytest plugin shares between tests.
+    """
+
+    @pytest.mark.parametrize("backend", ["asyncio", "trio"])
+    @functools.wraps(test)
+    def run(backend: str) -> None:
+        options: dict[str, Any] = (
+            {"clock": trio.testing.MockClock(autojump_threshold=0)}
+            if backend == "trio"
+            else {"loop_factory": VirtualTimeEventLoop}
+        )
+        anyio.run(test, backend=backend, backend_options=options)
+
+    # pytest reads the signature to find fixtures; the wrapper takes only the backend.
+    run.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter("backend", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    )
+    return run
