@@ -386,12 +386,17 @@ def parse_list_time(text: str) -> datetime:
     return datetime.strptime(text, LIST_TIME_FORMAT).replace(tzinfo=CHINA_TZ)
 
 
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND: Final = timedelta(milliseconds=1)
+
+
+# Integer arithmetic, not float seconds: 1.001 * 1000 is 1000.999..., which truncates to 1000.
 def from_epoch_ms(value: int | None) -> datetime | None:
-    return None if value is None else datetime.fromtimestamp(value / 1000, UTC)
+    return None if value is None else _EPOCH + value * _MILLISECOND
 
 
 def to_epoch_ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
+    return (moment - _EPOCH) // _MILLISECOND
 
 
 # --- wire to public models --------------------------------------------------------------------
