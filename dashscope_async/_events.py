@@ -7,7 +7,6 @@ loses events (counted), it does not slow the jobs down.
 from __future__ import annotations
 
 import enum
-import logging
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 
@@ -15,9 +14,11 @@ import anyio
 import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from ._logging import get_logger
+
 __all__ = ["EventKind", "EventStream", "RunnerEvent"]
 
-logger = logging.getLogger("dashscope_async.runner")
+logger = get_logger("runner")
 
 
 class EventKind(enum.StrEnum):

@@ -74,12 +74,23 @@ class SecretRedactingFilter(logging.Filter):
         return True
 
 
-def _install_filter() -> None:
-    if not any(isinstance(f, SecretRedactingFilter) for f in logger.filters):
-        logger.addFilter(SecretRedactingFilter())
+def _install_filter(target: logging.Logger) -> None:
+    if not any(isinstance(f, SecretRedactingFilter) for f in target.filters):
+        target.addFilter(SecretRedactingFilter())
 
 
-_install_filter()
+def get_logger(name: str) -> logging.Logger:
+    """A logger under ``dashscope_async`` with the redacting filter on it.
+
+    A logger's filters see only the records it creates itself, not its children's, so every
+    library logger carries its own.
+    """
+    child = logging.getLogger(f"dashscope_async.{name}") if name else logger
+    _install_filter(child)
+    return child
+
+
+_install_filter(logger)
 
 
 def log_request(method: str, path: str, *, attempt: int) -> None:

@@ -9,7 +9,6 @@ submit or poll may go (``_limits``, ``_polling``) and never speaks HTTP itself (
 from __future__ import annotations
 
 import enum
-import logging
 import math
 import os
 from collections import deque
@@ -50,12 +49,13 @@ from ._errors import (
 )
 from ._events import EventHub, EventKind, EventStream, RunnerEvent
 from ._limits import Limiter, Limits, LocalLimiter
+from ._logging import get_logger
 from ._models import Request, SketchToImage, StyleRepaint, Task, TaskInfo, TaskResult, TaskStatus
 from ._polling import PollPlanner, PollPolicy
 
 __all__ = ["AsyncTaskRunner", "Batch", "Job", "JobHandle", "JobStatus", "Outcome"]
 
-logger = logging.getLogger("dashscope_async.runner")
+logger = get_logger("runner")
 
 #: How long cleanup (a server-side cancel) may take once a job is being cancelled.
 CLEANUP_SECONDS: Final = 10.0

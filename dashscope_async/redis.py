@@ -22,7 +22,6 @@ one cluster slot):
 
 from __future__ import annotations
 
-import logging
 import random
 import secrets
 from collections.abc import AsyncIterator
@@ -35,6 +34,7 @@ import attrs
 
 from ._errors import DashScopeError
 from ._limits import CoolDown, Limits
+from ._logging import get_logger
 
 try:
     import redis.asyncio as aioredis
@@ -48,7 +48,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 __all__ = ["LimiterUnavailableError", "RedisLimiter", "RedisSlotLease"]
 
-logger = logging.getLogger("dashscope_async.redis")
+logger = get_logger("redis")
 
 #: GCRA with no burst: go only when the theoretical arrival time (TAT) has come, then push it
 #: one interval past now. Answers 0 (go: the turn is taken) or how many ms to wait.
