@@ -307,7 +307,31 @@ class AsyncDashScope:
 
     # --- service calls ------------------------------------------------------------------------
 
-    async def submit(self, request: Request, *, retry_throttled: bool = True) -> Task:
+    async def prepare(self, request: Request) -> _files.PreparedInputs:
+        """Check and upload a request's local inputs; what ``submit`` would send for its images.
+
+        ``submit`` does this itself. Call it first when the upload should not happen at the
+        moment of submitting (the runner uploads before it takes a model's slot), and pass the
+        result to ``submit(..., prepared=...)``.
+
+        Raises:
+            ValidationError: a local input breaks the model's rules (names the file and rule).
+
+        Example:
+            ```python
+            prepared = await client.prepare(ds.StyleRepaint("me.jpg", style="anime"))
+            task = await client.submit(request, prepared=prepared)
+            ```
+        """
+        return await self._inputs.prepare(request)
+
+    async def submit(
+        self,
+        request: Request,
+        *,
+        retry_throttled: bool = True,
+        prepared: _files.PreparedInputs | None = None,
+    ) -> Task:
         """Submit a task; returns as soon as the service accepted it.
 
         Local files are uploaded first. The submit is retried only when no task can have been
@@ -318,6 +342,7 @@ class AsyncDashScope:
             retry_throttled: retry 429 ``Throttling`` answers here (default). Pass False when
                 you pace submissions yourself: a 429 then raises ``RateLimitError`` at once,
                 with ``retry_after`` when the service sent one.
+            prepared: the result of ``prepare(request)``, when the inputs were prepared already.
 
         Returns:
             The accepted task (normally PENDING).
@@ -334,7 +359,8 @@ class AsyncDashScope:
             print(task.task_id)
             ```
         """
-        prepared = await self._inputs.prepare(request)
+        if prepared is None:
+            prepared = await self._inputs.prepare(request)
         headers = {"X-DashScope-Async": "enable", "Content-Type": "application/json"}
         if prepared.oss_resolve:
             headers["X-DashScope-OssResourceResolve"] = "enable"

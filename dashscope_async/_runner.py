@@ -48,6 +48,7 @@ from ._errors import (
     ValidationError,
 )
 from ._events import EventHub, EventKind, EventStream, RunnerEvent
+from ._files import PreparedInputs, save_result_images
 from ._limits import Limiter, Limits, LocalLimiter
 from ._logging import get_logger
 from ._models import Request, SketchToImage, StyleRepaint, Task, TaskInfo, TaskResult, TaskStatus
@@ -567,6 +568,8 @@ class AsyncTaskRunner:
         request = state.request
         model = request.model
         reserved = request.images_requested
+        # Uploads happen before the slot is taken: the slot's time belongs to the service.
+        prepared = await self._client.prepare(request)
         turnstile = self._turnstiles[model]
         try:
             await turnstile.wait(state.ticket)
@@ -583,7 +586,7 @@ class AsyncTaskRunner:
                 )
             billed = 0
             try:
-                task = await self._submit(state)
+                task = await self._submit(state, prepared)
                 info = await self._poll_to_end(state, task)
                 billed = info.usage.image_count if info.usage is not None else len(info.images)
             finally:
@@ -592,14 +595,12 @@ class AsyncTaskRunner:
         result = result_or_raise(info)
         files: tuple[Path, ...] = ()
         if self._download_dir is not None:
-            from ._files import save_result_images
-
             stem = state.key if state.key is not None else f"{state.index:06d}"
             saved = await save_result_images(self._client.http, result, self._download_dir, stem)
             files = tuple(saved)
         return result, files
 
-    async def _submit(self, state: _JobState) -> Task:
+    async def _submit(self, state: _JobState, prepared: PreparedInputs) -> Task:
         model = state.model
         while True:
             await self._limiter.submit_turn(model)
@@ -607,7 +608,9 @@ class AsyncTaskRunner:
             try:
                 # Once sent, a submit must finish: only its answer tells whether a task exists.
                 with anyio.CancelScope(shield=True):
-                    task = await self._client.submit(state.request, retry_throttled=False)
+                    task = await self._client.submit(
+                        state.request, retry_throttled=False, prepared=prepared
+                    )
             except RateLimitError as exc:
                 pause = await self._limiter.throttled(model, exc.retry_after)
                 state.status = JobStatus.QUEUED

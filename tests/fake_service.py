@@ -32,6 +32,7 @@ from dashscope_async import (
     Usage,
 )
 from dashscope_async._clock import SYSTEM_CLOCK, Clock
+from dashscope_async._files import PreparedInputs
 
 SubmitFault = Literal[
     "throttle",  # 429: no task
@@ -129,7 +130,16 @@ class FakeClient:
             and at < task.ends
         )
 
-    async def submit(self, request: Request, *, retry_throttled: bool = True) -> Task:
+    async def prepare(self, request: Request) -> PreparedInputs:
+        return PreparedInputs(urls={}, oss_resolve=False)
+
+    async def submit(
+        self,
+        request: Request,
+        *,
+        retry_throttled: bool = True,
+        prepared: PreparedInputs | None = None,
+    ) -> Task:
         now = self.clock.now()
         self.submit_times.append(now)
         fault = self.submit_faults.popleft() if self.submit_faults else None
