@@ -6,6 +6,7 @@ It must not import the client or the runner; the client maps service answers ont
 DashScopeError
 ├── ValidationError            bad input, found before any request was spent (also a ValueError)
 ├── BudgetExceededError        the runner's spending cap would be passed; nothing was submitted
+├── LimiterUnavailableError    a shared limiter (Redis) cannot be reached; nothing was submitted
 ├── APIError                   the service answered with an error (status_code, code, request_id)
 │   ├── BadRequestError            400 InvalidParameter*, InvalidURL, DataInspectionFailed, ...
 │   ├── AuthenticationError        401 InvalidApiKey
@@ -46,6 +47,7 @@ __all__ = [
     "BudgetExceededError",
     "DashScopeError",
     "JobCanceledError",
+    "LimiterUnavailableError",
     "NotFoundError",
     "PermissionDeniedError",
     "QuotaExceededError",
@@ -106,6 +108,21 @@ class BudgetExceededError(DashScopeError):
             async for outcome in runner.map(requests):
                 if isinstance(outcome.error, ds.BudgetExceededError):
                     print("not run: over budget")
+        ```
+    """
+
+
+class LimiterUnavailableError(DashScopeError):
+    """The shared limiter's Redis could not be reached, so nothing was submitted.
+
+    Raised before a submit, never after one: a job that meets it was not sent to the service and
+    can be run again once Redis is back.
+
+    Example:
+        ```python
+        async for outcome in runner.map(requests):
+            if isinstance(outcome.error, ds.LimiterUnavailableError):
+                retry_later.append(outcome.request)
         ```
     """
 

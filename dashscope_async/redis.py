@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 import anyio
 import attrs
 
-from ._errors import DashScopeError
+from ._errors import LimiterUnavailableError
 from ._limits import CoolDown, Limits
 from ._logging import get_logger
 
@@ -125,23 +125,6 @@ return 0
 
 #: How long a release may take when the slot's owner is being cancelled.
 _RELEASE_TIMEOUT: Final = 5.0
-
-
-class LimiterUnavailableError(DashScopeError):
-    """The shared limiter's Redis could not be reached, so nothing was submitted.
-
-    Raised before a submit, never after one: a job that meets it was not sent to the service and
-    can be run again once Redis is back.
-
-    Example:
-        ```python
-        from dashscope_async.redis import LimiterUnavailableError
-
-        async for outcome in runner.map(requests):
-            if isinstance(outcome.error, LimiterUnavailableError):
-                retry_later.append(outcome.request)
-        ```
-    """
 
 
 @attrs.define(eq=False)
