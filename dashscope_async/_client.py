@@ -199,6 +199,8 @@ class AsyncDashScope:
             closed by this client; credentials are never set on it as default headers.
         clock: where time and sleeps come from (tests pass a virtual clock).
         allow_insecure_http: allow a plain ``http://`` base URL on a non-loopback host.
+        inline_data_uri_max_bytes: send style-repaint files up to this size inline as
+            ``data:`` URIs instead of uploading them (0, the default, always uploads).
 
     Raises:
         ValidationError: no API key (names ``DASHSCOPE_API_KEY``), or a base URL refused.
@@ -225,6 +227,7 @@ class AsyncDashScope:
         http_client: httpx.AsyncClient | None = None,
         clock: Clock = SYSTEM_CLOCK,
         allow_insecure_http: bool = False,
+        inline_data_uri_max_bytes: int = 0,
     ) -> None:
         key = api_key if api_key is not None else env(API_KEY_ENV)
         if not key or not key.strip():
@@ -256,7 +259,10 @@ class AsyncDashScope:
             )
         )
         self._inputs = _files.InputPreparer(
-            http=self._http, fetch_policy=self._get_upload_policy, clock=clock
+            http=self._http,
+            fetch_policy=self._get_upload_policy,
+            clock=clock,
+            inline_data_uri_max_bytes=inline_data_uri_max_bytes,
         )
 
     # --- properties and lifetime --------------------------------------------------------------

@@ -207,6 +207,8 @@ def check_image_input(field: str, value: object, *, spec: ModelSpec) -> None:
         if lowered.startswith(("http://", "https://")) and len(value.split("/", 3)[2]) == 0:
             raise ValidationError(field, f"{value!r} has no host")
         return
+    if lowered.startswith("file://"):
+        return  # a local path, read when the job is prepared
     if "://" in value.split("?", 1)[0][:16]:
         scheme = value.split("://", 1)[0]
         raise ValidationError(
