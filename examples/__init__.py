@@ -1,0 +1,1 @@
+"""Runnable examples (a package so that tests import them as ``examples.<name>``)."""
