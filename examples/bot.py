@@ -11,7 +11,7 @@ and ``send`` is how you reply. Plain asyncio, as most bot frameworks are.
 
 Run it against the built-in emulator, three users sending photos at once::
 
-    python examples/bot.py --emulator
+    python -m examples.bot --emulator
 """
 
 from __future__ import annotations
@@ -220,10 +220,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _demo_on_emulator() -> int:
-    from dashscope_async.testing import Emulator
+    from examples._emulated import emulated
 
-    async with Emulator(time_scale=0.05) as emulator, emulator.client() as client:
-        await demo(client, emulator.sample_image_url("portrait"), poll=None)
+    async with emulated() as service:
+        await demo(service.client, str(service.portrait), poll=None)
     return 0
 
 

@@ -8,10 +8,10 @@ the next job could pass ``--budget-cny``. Outcomes come back in input order, so 
 Run it::
 
     export DASHSCOPE_API_KEY=sk-...
-    python examples/bulk.py photos/*.jpg --style anime --budget-cny 2.40 --out repainted/
+    python -m examples.bulk photos/*.jpg --style anime --budget-cny 2.40 --out repainted/
 
     # or against the built-in emulator, with generated portraits:
-    python examples/bulk.py --emulator --count 12 --budget-cny 1.00 --out /tmp/repainted
+    python -m examples.bulk --emulator --count 12 --budget-cny 1.00 --out /tmp/repainted
 
 Works on asyncio and trio (``--trio``).
 """
@@ -149,12 +149,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 async def amain(args: argparse.Namespace) -> BulkSummary:
     style = ds.RepaintStyle.parse(args.style)
     if args.emulator:
-        from dashscope_async.testing import Emulator
+        from examples._emulated import emulated
 
-        async with Emulator(time_scale=0.05) as emulator, emulator.client() as client:
-            sources = [emulator.sample_image_url("portrait") for _ in range(args.count)]
+        async with emulated() as service:
+            sources = [str(service.portrait)] * args.count
             return await repaint_all(
-                client, sources, style=style, out=args.out, budget_cny=args.budget_cny
+                service.client, sources, style=style, out=args.out, budget_cny=args.budget_cny
             )
     async with ds.AsyncDashScope() as client:
         return await repaint_all(
