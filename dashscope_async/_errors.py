@@ -170,31 +170,95 @@ class APIError(DashScopeError):
 
 
 class BadRequestError(APIError):
-    """400: the service refused the request's content (InvalidParameter, InvalidURL, ...)."""
+    """400: the service refused the request's content (InvalidParameter, InvalidURL, ...).
+
+    Not retried: the same request would be refused again.
+
+    Example:
+        ```python
+        try:
+            await client.submit(request)
+        except ds.BadRequestError as exc:
+            print("fix the request:", exc.code, exc.message)
+        ```
+    """
 
 
 class AuthenticationError(APIError):
-    """401: the API key is missing or invalid (InvalidApiKey)."""
+    """401: the API key is missing or invalid (InvalidApiKey).
+
+    Example:
+        ```python
+        try:
+            await client.get_task(task_id)
+        except ds.AuthenticationError:
+            print("check DASHSCOPE_API_KEY (a China (Beijing) key is needed)")
+        ```
+    """
 
 
 class PermissionDeniedError(APIError):
-    """403, or 400 Arrearage: the account may not use this model, workspace or service."""
+    """403, or 400 Arrearage: the account may not use this model, workspace or service.
+
+    Example:
+        ```python
+        except ds.PermissionDeniedError as exc:
+            if exc.code == "Arrearage":
+                print("the account is overdue: top it up")
+        ```
+    """
 
 
 class NotFoundError(APIError):
-    """404: the model or workspace does not exist (ModelNotFound, WorkSpaceNotFound)."""
+    """404: the model or workspace does not exist (ModelNotFound, WorkSpaceNotFound).
+
+    Example:
+        ```python
+        except ds.NotFoundError as exc:
+            print("unknown model or workspace:", exc.code)
+        ```
+    """
 
 
 class RateLimitError(APIError):
-    """429 Throttling or Throttling.RateQuota: too many requests; retried after a pause."""
+    """429 Throttling or Throttling.RateQuota: too many requests; retried after a pause.
+
+    The client retries it (after ``retry_after`` when the service sent one); the runner pauses
+    the model for every job instead.
+
+    Example:
+        ```python
+        try:
+            await client.submit(request, retry_throttled=False)
+        except ds.RateLimitError as exc:
+            await anyio.sleep(exc.retry_after or 1.0)
+        ```
+    """
 
 
 class QuotaExceededError(APIError):
-    """429 Throttling.AllocationQuota (or a billing throttle): a quota is used up; not retried."""
+    """429 Throttling.AllocationQuota (or a billing throttle): a quota is used up; not retried.
+
+    Example:
+        ```python
+        except ds.QuotaExceededError:
+            print("the free quota or the allocated quota is used up")
+        ```
+    """
 
 
 class ServerError(APIError):
-    """5xx: the service failed to handle the request."""
+    """5xx: the service failed to handle the request.
+
+    Reads are retried; a submit is retried only when the service answered with its own error
+    JSON (no task was created).
+
+    Example:
+        ```python
+        except ds.ServerError as exc:
+            print("service trouble, request id", exc.request_id)
+        ```
+    """
 
 
 class ResponseValidationError(DashScopeError):
@@ -202,6 +266,12 @@ class ResponseValidationError(DashScopeError):
 
     Attributes:
         field: the path of the field at fault, such as ``"output.task_id"``.
+
+    Example:
+        ```python
+        except ds.ResponseValidationError as exc:
+            print("unexpected answer at", exc.field)
+        ```
     """
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
@@ -210,11 +280,24 @@ class ResponseValidationError(DashScopeError):
 
 
 class APIConnectionError(DashScopeError):
-    """No answer from the service: the connection could not be made or was lost."""
+    """No answer from the service: the connection could not be made or was lost.
+
+    Example:
+        ```python
+        except ds.APIConnectionError:
+            print("network trouble; nothing was created")
+        ```
+    """
 
 
 class APITimeoutError(APIConnectionError):
-    """No answer from the service within the timeout."""
+    """No answer from the service within the timeout.
+
+    Example:
+        ```python
+        client = ds.AsyncDashScope(timeout=httpx.Timeout(30.0, connect=5.0))
+        ```
+    """
 
 
 class AmbiguousSubmitError(DashScopeError):
@@ -227,6 +310,15 @@ class AmbiguousSubmitError(DashScopeError):
         model: the model the submit was for.
         sent_at: when the submit was sent (aware UTC datetime); a task created by it was created
             at or after this moment.
+
+    Example:
+        ```python
+        try:
+            task = await client.submit(request)
+        except ds.AmbiguousSubmitError as exc:
+            async for item in client.list_tasks(start=exc.sent_at, model=exc.model):
+                print("maybe ours:", item.task_id)
+        ```
     """
 
     def __init__(self, message: str, *, model: str, sent_at: datetime) -> None:
@@ -243,6 +335,14 @@ class JobCanceledError(DashScopeError):
         task_id: the task's id if it had been submitted, else None.
         canceled_on_service: True when the task was PENDING and the service confirmed the cancel;
             False for a task that was already RUNNING (it may still finish and be billed).
+
+    Example:
+        ```python
+        handle = runner.submit(request)
+        handle.cancel()
+        outcome = await handle.wait()
+        assert isinstance(outcome.error, ds.JobCanceledError)
+        ```
     """
 
     def __init__(
@@ -258,6 +358,12 @@ class TaskError(DashScopeError):
 
     Attributes:
         task_id: the task's id.
+
+    Example:
+        ```python
+        except ds.TaskError as exc:
+            print("task", exc.task_id, "gave no result:", exc)
+        ```
     """
 
     def __init__(self, message: str, *, task_id: str) -> None:
@@ -271,6 +377,14 @@ class TaskFailedError(TaskError):
     Attributes:
         task: the task as the service last reported it.
         code: the service's failure code, such as ``"InvalidImageResolution"``.
+
+    Example:
+        ```python
+        try:
+            result = await client.generate(request)
+        except ds.TaskFailedError as exc:
+            print(exc.code, exc.task.message)
+        ```
     """
 
     def __init__(self, task: TaskInfo) -> None:
@@ -285,11 +399,25 @@ class TaskFailedError(TaskError):
 
 
 class TaskCanceledError(TaskFailedError):
-    """The task was cancelled before it ran."""
+    """The task was cancelled before it ran.
+
+    Example:
+        ```python
+        except ds.TaskCanceledError as exc:
+            print("cancelled, not billed:", exc.task_id)
+        ```
+    """
 
 
 class TaskNotFoundError(TaskError):
-    """The service reports UNKNOWN: the id is wrong, or the task is older than 24 hours."""
+    """The service reports UNKNOWN: the id is wrong, or the task is older than 24 hours.
+
+    Example:
+        ```python
+        except ds.TaskNotFoundError as exc:
+            print("gone:", exc.task_id)
+        ```
+    """
 
 
 class TaskTimeoutError(TaskError):
@@ -297,6 +425,14 @@ class TaskTimeoutError(TaskError):
 
     Attributes:
         status: the last status seen; a RUNNING task may still finish and be billed.
+
+    Example:
+        ```python
+        try:
+            await client.wait(task_id, timeout=120)
+        except ds.TaskTimeoutError as exc:
+            print("still", exc.status, "- look it up later by", exc.task_id)
+        ```
     """
 
     def __init__(self, message: str, *, task_id: str, status: TaskStatus) -> None:
@@ -309,6 +445,14 @@ class ResultExpiredError(DashScopeError):
 
     Attributes:
         url: the expired URL, without its signature.
+
+    Example:
+        ```python
+        try:
+            await client.download(result.images[0], "out.png")
+        except ds.ResultExpiredError as exc:
+            print("too late to fetch", exc.url)
+        ```
     """
 
     def __init__(self, message: str, *, url: str) -> None:
