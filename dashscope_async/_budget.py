@@ -83,7 +83,15 @@ class Budget:
 
 @attrs.define
 class BudgetLedger:
-    """What a runner has spent and reserved against its ``Budget``."""
+    """What a runner has spent and reserved against its ``Budget``.
+
+    Example:
+        ```python
+        async with ds.AsyncTaskRunner(client, budget=ds.Budget(images=100)) as runner:
+            ...
+            print(runner.ledger.spent_images, runner.ledger.spent_cny)
+        ```
+    """
 
     budget: Budget
     spent_images: int = 0

@@ -16,7 +16,13 @@ __all__ = ["SYSTEM_CLOCK", "AnyioClock", "Clock"]
 
 
 class Clock(Protocol):
-    """Where time comes from."""
+    """Where time comes from: pass your own to the client to control time in tests.
+
+    Example:
+        ```python
+        client = ds.AsyncDashScope(clock=my_clock)  # the runner uses client.clock
+        ```
+    """
 
     def now(self) -> float:
         """Monotonic seconds, comparable only with other readings of the same clock."""

@@ -44,7 +44,14 @@ ImageFormat = Literal["JPEG", "PNG", "BMP", "WEBP", "TIFF"]
 
 @attrs.frozen
 class ImageRules:
-    """The service's limits on an input image of one model."""
+    """The service's limits on an input image of one model.
+
+    Example:
+        ```python
+        rules = ds.STYLE_REPAINT.image_rules
+        print(rules.min_side, rules.max_size, sorted(rules.formats))
+        ```
+    """
 
     formats: frozenset[ImageFormat]
     min_side: int
@@ -68,6 +75,12 @@ class ModelSpec:
         price_per_image: CNY per successful image.
         typical_run_seconds: how long one task usually runs on the service.
         image_rules: limits on the input images.
+
+    Example:
+        ```python
+        spec = ds.MODELS["wanx-sketch-to-image-lite"]
+        print(spec.submit_rate, spec.max_in_progress, spec.price_per_image)
+        ```
     """
 
     name: str
@@ -95,6 +108,13 @@ STYLE_REPAINT: Final = ModelSpec(
         accepts_data_uri=True,
     ),
 )
+"""`wanx-style-repaint-v1`: portrait style repaint, CNY 0.12 an image.
+
+Example:
+    ```python
+    print(ds.STYLE_REPAINT.submit_path)
+    ```
+"""
 
 SKETCH_TO_IMAGE: Final = ModelSpec(
     name="wanx-sketch-to-image-lite",
@@ -110,8 +130,23 @@ SKETCH_TO_IMAGE: Final = ModelSpec(
         max_size=(2048, 2048),
     ),
 )
+"""`wanx-sketch-to-image-lite`: sketch to image, CNY 0.06 an image.
+
+Example:
+    ```python
+    print(ds.SKETCH_TO_IMAGE.image_rules.max_size)
+    ```
+"""
 
 MODELS: Final[dict[str, ModelSpec]] = {spec.name: spec for spec in (STYLE_REPAINT, SKETCH_TO_IMAGE)}
+"""Every supported model by name.
+
+Example:
+    ```python
+    for name, spec in ds.MODELS.items():
+        print(name, spec.typical_run_seconds)
+    ```
+"""
 
 
 def model_spec(name: str) -> ModelSpec:

@@ -22,7 +22,15 @@ logger = get_logger("runner")
 
 
 class EventKind(enum.StrEnum):
-    """What happened to a job."""
+    """What happened to a job.
+
+    Example:
+        ```python
+        def on_event(event: ds.RunnerEvent) -> None:
+            if event.kind is ds.EventKind.THROTTLED:
+                print("paused for", event.delay, "s")
+        ```
+    """
 
     QUEUED = "queued"
     """Handed to the runner; waiting for its model's slot."""

@@ -200,7 +200,16 @@ class Limits:
 
 
 class SlotLease(Protocol):
-    """A held task-in-progress slot of one model."""
+    """A held task-in-progress slot of one model.
+
+    Example:
+        ```python
+        async with limiter.slot("wanx-style-repaint-v1") as lease:
+            ...
+            if lease.lost:
+                print("a shared limiter lost this lease")
+        ```
+    """
 
     @property
     def model(self) -> str:
@@ -221,6 +230,13 @@ class Limiter(Protocol):
     ``await limiter.submit_turn(model)``, then send; on a 429 ``await limiter.throttled(...)``
     and wait for a turn again (still holding the slot); on success ``submit_succeeded(model)``.
     Before every get, list or cancel call: ``await limiter.poll_turn()``.
+
+    Example:
+        ```python
+        from dashscope_async.redis import RedisLimiter
+
+        runner = ds.AsyncTaskRunner(client, limiter=RedisLimiter("redis://127.0.0.1:6379/0"))
+        ```
     """
 
     def slot(self, model: str) -> AbstractAsyncContextManager[SlotLease]:

@@ -37,16 +37,28 @@ __all__ = [
     "Usage",
 ]
 
-#: An input image: an ``http(s)://`` or ``oss://`` URL, a ``data:`` URI (style repaint only),
-#: a local path (``str`` or ``os.PathLike``) or the image's bytes.
 ImageInput: TypeAlias = "str | os.PathLike[str] | bytes"
+"""An input image: an ``http(s)://`` or ``oss://`` URL, a ``data:`` URI (style repaint only),
+a local path (``str`` or ``os.PathLike``) or the image's bytes.
+
+Example:
+    ```python
+    ds.StyleRepaint(Path("me.jpg").read_bytes(), style="anime")
+    ```
+"""
 
 URL_SCHEMES: Final = ("http://", "https://", "oss://")
 PROMPT_SOFT_LIMIT: Final = 75
 
 
 class PromptTruncatedWarning(UserWarning):
-    """A sketch prompt is longer than the service reads; it will cut the rest off."""
+    """A sketch prompt is longer than the service reads; it will cut the rest off.
+
+    Example:
+        ```python
+        warnings.simplefilter("error", ds.PromptTruncatedWarning)  # make it an error instead
+        ```
+    """
 
 
 class RepaintStyle(enum.IntEnum):
@@ -109,6 +121,12 @@ class SketchStyle(enum.StrEnum):
 
     The API reference lists all eight; the user guide says only five are supported (flat
     illustration, oil painting, anime, 3D cartoon, watercolor), so prefer those.
+
+    Example:
+        ```python
+        ds.SketchToImage(url, prompt="a cat", style=ds.SketchStyle.WATERCOLOR)
+        ds.SketchStyle.parse("oil-painting")  # SketchStyle.OIL_PAINTING
+        ```
     """
 
     AUTO = "<auto>"
@@ -148,6 +166,13 @@ class TaskStatus(enum.StrEnum):
 
     ``UNRECOGNIZED`` stands for a status this version does not know; it is treated as terminal
     so that nothing polls forever.
+
+    Example:
+        ```python
+        info = await client.get_task(task_id)
+        if info.status.is_terminal:
+            print("done:", info.status)
+        ```
     """
 
     PENDING = "PENDING"
@@ -415,8 +440,14 @@ class SketchToImage:
         return self.n
 
 
-#: Any request the client can submit.
 Request: TypeAlias = StyleRepaint | SketchToImage
+"""Any request the client can submit: a ``StyleRepaint`` or a ``SketchToImage``.
+
+Example:
+    ```python
+    requests: list[ds.Request] = [ds.StyleRepaint(url, style="anime"), ds.SketchToImage(url, prompt="x")]
+    ```
+"""
 
 
 # --- tasks and results ------------------------------------------------------------------------
@@ -431,6 +462,12 @@ class Task:
         status: the status at submission, normally PENDING.
         model: the model it runs on.
         request_id: the submit's request id.
+
+    Example:
+        ```python
+        task = await client.submit(request)
+        print(task.task_id, task.status)  # ... PENDING
+        ```
     """
 
     task_id: str
@@ -446,6 +483,12 @@ class GeneratedImage:
     Attributes:
         url: where to fetch it; a signed URL valid for 24 hours. Download it promptly.
         index: its position among the task's results.
+
+    Example:
+        ```python
+        for image in result.images:
+            await client.download(image, f"out-{image.index}.png")
+        ```
     """
 
     url: str
@@ -460,6 +503,12 @@ class ImageFailure:
         index: its position among the task's results.
         code: the service's code, such as ``"DataInspectionFailed"``.
         message: the service's message.
+
+    Example:
+        ```python
+        for failure in result.failures:
+            print("image", failure.index, "failed:", failure.code)
+        ```
     """
 
     index: int
@@ -469,7 +518,14 @@ class ImageFailure:
 
 @attrs.frozen
 class TaskMetrics:
-    """How many images a task was asked for, and how many succeeded or failed."""
+    """How many images a task was asked for, and how many succeeded or failed.
+
+    Example:
+        ```python
+        if info.metrics and info.metrics.failed:
+            print(info.metrics.failed, "of", info.metrics.total, "images failed")
+        ```
+    """
 
     total: int = 0
     succeeded: int = 0
@@ -478,7 +534,13 @@ class TaskMetrics:
 
 @attrs.frozen
 class Usage:
-    """What a task is billed for: successful images only."""
+    """What a task is billed for: successful images only.
+
+    Example:
+        ```python
+        billed = result.usage.image_count if result.usage else 0
+        ```
+    """
 
     image_count: int = 0
 
@@ -504,6 +566,12 @@ class TaskInfo:
         usage: what is billed.
         request_id: the poll's request id.
         extra: fields of ``output`` this version does not model (kept, not interpreted).
+
+    Example:
+        ```python
+        info = await client.get_task(task_id)
+        print(info.status, info.run_seconds)
+        ```
     """
 
     task_id: str
@@ -560,6 +628,12 @@ class TaskListItem:
         request_id: the request id of its submit.
         api_key_id: which of the account's keys submitted it.
         extra: other fields of the entry, kept as sent.
+
+    Example:
+        ```python
+        async for item in client.list_tasks(model=ds.STYLE_REPAINT.name):
+            print(item.task_id, item.status, item.created)
+        ```
     """
 
     task_id: str

@@ -78,7 +78,14 @@ _RETRYABLE_POLL_ERRORS: Final = (
 
 
 class JobStatus(enum.StrEnum):
-    """Where a job is: on our side (QUEUED, SUBMITTING) or on the service."""
+    """Where a job is: on our side (QUEUED, SUBMITTING) or on the service.
+
+    Example:
+        ```python
+        handle = runner.submit(request)
+        print(handle.status)  # JobStatus.QUEUED, then SUBMITTING, PENDING, RUNNING, ...
+        ```
+    """
 
     QUEUED = "queued"
     SUBMITTING = "submitting"
@@ -825,6 +832,13 @@ class Batch:
     (dropping those not submitted, cancelling PENDING tasks on the service) and waits for that
     cleanup. A batch dropped without closing is cancelled at once, and any still going when the
     runner exits are cancelled then.
+
+    Example:
+        ```python
+        async with runner.map(requests, stop_on_error=True) as outcomes:
+            async for outcome in outcomes:
+                print(outcome.index, outcome.ok)
+        ```
     """
 
     def __init__(
