@@ -33,6 +33,10 @@ def _result_host() -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.MockTransport(answer))
 
 
+def _head(path: Path) -> bytes:
+    return path.read_bytes()[:4]
+
+
 def _fake() -> FakeClient:
     fake = FakeClient(run_seconds=3.0)
     fake.http = _result_host()  # type: ignore[assignment]
@@ -82,7 +86,7 @@ async def test_every_job_is_saved_and_reported(tmp_path: Path) -> None:
         assert record.task_id in fake.tasks
         (file,) = record.files
         assert Path(file).parent == tmp_path
-        assert open(file, "rb").read(4) == b"\x89PNG"  # noqa: ASYNC230, SIM115
+        assert _head(Path(file)) == b"\x89PNG"
     assert records[2].line == 9
     summary = report.to_json(results_file=tmp_path / "r.jsonl")
     assert summary["status"] == "ok" and summary["counts"] == {"succeeded": 3}
