@@ -320,7 +320,7 @@ def test_dry_run_needs_no_key_and_estimates(runner: CliRunner, tmp_path: Path) -
     data = json.loads(result.stdout)
     assert data["dry_run"] is True
     assert (data["jobs"], data["images"], data["cny"]) == (4, 5, "0.48")
-    assert data["seconds"] == pytest.approx(45.0)  # three repaints in a row (~15 s each)
+    assert 45.0 <= data["seconds"] < 60.0  # three repaints in a row (~15 s each)
     capped = runner.invoke(
         cli, ["batch", str(manifest), "-o", "out", "--dry-run", "--budget", "2", "--json"]
     )
@@ -333,9 +333,8 @@ def test_estimate_keeps_models_in_parallel() -> None:
         SketchToImage("https://e.x/s.png", prompt="p"),
     ]
     estimate = estimate_batch(requests, budget=None)
-    assert estimate.seconds == max(
-        STYLE_REPAINT.typical_run_seconds, SKETCH_TO_IMAGE.typical_run_seconds
-    )
+    slowest = max(STYLE_REPAINT.typical_run_seconds, SKETCH_TO_IMAGE.typical_run_seconds)
+    assert slowest <= estimate.seconds < slowest + 5
     assert estimate.cny == Decimal("0.18")
 
 

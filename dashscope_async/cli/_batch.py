@@ -254,7 +254,26 @@ class DryRunEstimate:
 
 def estimate_batch(requests: Sequence[Request], *, budget: Budget | None) -> DryRunEstimate:
     """Images, cost and time of running ``requests``: at most the images asked for, one task
-    at a time per model (the models in parallel)."""
+    at a time per model (the models in parallel).
+
+    Uses the library's estimator (``_estimate``) when this version has it.
+    """
+    try:
+        from .._estimate import estimate
+    except ImportError:
+        return _estimate_locally(requests, budget=budget)
+    figures = estimate(requests, budget=budget)
+    return DryRunEstimate(
+        jobs=figures.jobs,
+        images=figures.images,
+        cny=figures.cost_cny,
+        seconds=figures.wall_seconds,
+        over_budget=figures.over_budget,
+        by_model={m: (e.jobs, e.images) for m, e in figures.models.items() if e.jobs},
+    )
+
+
+def _estimate_locally(requests: Sequence[Request], *, budget: Budget | None) -> DryRunEstimate:
     pricing = budget or Budget()
     images = 0
     cny = Decimal(0)
