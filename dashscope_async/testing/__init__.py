@@ -1,1 +1,45 @@
-"""The DashScope emulator: a faithful stand-in for the service (extra ``testing``)."""
+"""The DashScope emulator: a faithful stand-in for the service, for tests, demos and local work.
+
+It speaks the service's wire protocol (paths, headers, JSON shapes, error codes), keeps its limits
+(a one-second sliding window of submissions per model, tasks beyond the concurrency limit waiting
+as PENDING, 20 QPS on the task endpoints), runs the upload-policy and form-upload flow, serves
+result images from a separate host with expiring signed URLs, injects faults on request and
+records what it saw. Run it in-process (an httpx transport, on the event loop's clock, so virtual
+time works) or as a loopback server (``Emulator.serve()``, ``python -m dashscope_async.testing``).
+
+Example:
+    ```python
+    from dashscope_async.testing import Emulator
+
+    emulator = Emulator(time_scale=0.01)
+    async with emulator.client() as client:
+        result = await client.generate(
+            ds.SketchToImage(emulator.sample_image_url("sketch"), prompt="a towering tree")
+        )
+    ```
+"""
+
+from ._config import DEFAULT_API_KEY, EmulatorConfig, ModelBehaviour
+from ._core import Call, HostUrls, Reply
+from ._emulator import Emulator, RunningServer
+from ._faults import Fault, Faults, TaskFault
+from ._stats import CredentialLeak, EmulatorStats
+from ._tasks import EmulatedTask, InputProblem
+
+__all__ = [
+    "DEFAULT_API_KEY",
+    "Call",
+    "CredentialLeak",
+    "EmulatedTask",
+    "Emulator",
+    "EmulatorConfig",
+    "EmulatorStats",
+    "Fault",
+    "Faults",
+    "HostUrls",
+    "InputProblem",
+    "ModelBehaviour",
+    "Reply",
+    "RunningServer",
+    "TaskFault",
+]
