@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self
@@ -28,6 +28,7 @@ from ._transport import EmulatorTransport
 
 if TYPE_CHECKING:
     from .._client import AsyncDashScope
+    from ._server import LoopbackServer
 
 __all__ = ["IN_PROCESS_URLS", "Emulator", "RunningServer"]
 
@@ -248,20 +249,43 @@ class Emulator:
                 client = ds.AsyncDashScope(api_key=server.api_key, base_url=server.base_url)
             ```
         """
+        server = self._loopback_server(port)
+        await anyio.to_thread.run_sync(server.start)
+        try:
+            yield self._running()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(server.stop)
+
+    @contextmanager
+    def serve_sync(self, *, port: int = 0) -> Iterator[RunningServer]:
+        """``serve()`` for synchronous code (a plain test, a blocking SDK, a script).
+
+        Example:
+            ```python
+            with Emulator(time_scale=0.01).serve_sync() as server:
+                dashscope.base_http_api_url = server.base_url
+            ```
+        """
+        server = self._loopback_server(port)
+        server.start()
+        try:
+            yield self._running()
+        finally:
+            server.stop()
+
+    def _loopback_server(self, port: int) -> LoopbackServer:
         from ._server import LoopbackServer
 
         if not self._clock_given:
             self._core.reset_clock(time.monotonic)
-        server = LoopbackServer(self._core, api_port=port)
-        await anyio.to_thread.run_sync(server.start)
-        try:
-            yield RunningServer(
-                base_url=self.base_url,
-                upload_url=self.upload_url,
-                result_url=self.result_url,
-                api_key=self.api_key,
-                emulator=self,
-            )
-        finally:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(server.stop)
+        return LoopbackServer(self._core, api_port=port)
+
+    def _running(self) -> RunningServer:
+        return RunningServer(
+            base_url=self.base_url,
+            upload_url=self.upload_url,
+            result_url=self.result_url,
+            api_key=self.api_key,
+            emulator=self,
+        )
