@@ -468,6 +468,10 @@ class _JournalFile:
             counted[JobState(state)] = count
         return counted
 
+    def task_ids(self) -> set[str]:
+        rows = self._db.execute("SELECT task_id FROM jobs WHERE task_id IS NOT NULL")
+        return {task_id for (task_id,) in rows}
+
     def spent(self) -> dict[str, int]:
         rows = self._db.execute(
             "SELECT model, sum(billed_images) FROM jobs WHERE state = ? GROUP BY model ORDER BY model",
@@ -615,6 +619,14 @@ class Journal:
     async def spent(self) -> dict[str, int]:
         """Images billed so far, by model: the service's usage of every SUCCEEDED job."""
         return await self._read(_JournalFile.spent)
+
+    async def task_ids(self) -> set[str]:
+        """Every task id the journal holds: tasks of this batch, never another job's lost submit.
+
+        Reconciling an ``intent`` on resume looks for an unknown task in the account's task
+        list; tasks created by earlier runs of the batch are known here.
+        """
+        return await self._read(_JournalFile.task_ids)
 
     # --- writes ---------------------------------------------------------------------------------
 

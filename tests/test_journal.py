@@ -324,6 +324,16 @@ async def test_spent_counts_billed_images_of_successes_per_model(path: Path) -> 
 
 
 @pytest.mark.anyio
+async def test_task_ids_are_every_task_the_batch_created(path: Path) -> None:
+    async with await Journal.open(path) as journal:
+        assert await journal.task_ids() == set()
+        await mixed_batch(journal)
+        task_ids = await journal.task_ids()
+    # f and g are intents: no task id yet.
+    assert task_ids == {f"task-{key}" for key in "abcde"}
+
+
+@pytest.mark.anyio
 async def test_lookup_many_finds_thousands_at_once(path: Path) -> None:
     keys = [f"job-{i}" for i in range(1200)]
     async with await Journal.open(path) as journal:
