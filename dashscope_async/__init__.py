@@ -31,6 +31,7 @@ from ._errors import (
     PermissionDeniedError,
     QuotaExceededError,
     RateLimitError,
+    RecordedFailureError,
     ResponseValidationError,
     ResultExpiredError,
     ServerError,
@@ -41,7 +42,9 @@ from ._errors import (
     TaskTimeoutError,
     ValidationError,
 )
+from ._estimate import Estimate, ModelEstimate, estimate
 from ._events import EventKind, EventStream, RunnerEvent
+from ._journal import JobState, Journal, JournalEntry, JournalError, JournalInUseError
 from ._limits import Limiter, Limits, LocalLimiter, ModelLimits, SlotLease
 from ._models import (
     GeneratedImage,
@@ -83,6 +86,7 @@ __all__ = [
     "BudgetLedger",
     "Clock",
     "DashScopeError",
+    "Estimate",
     "EventKind",
     "EventStream",
     "GeneratedImage",
@@ -92,11 +96,17 @@ __all__ = [
     "Job",
     "JobCanceledError",
     "JobHandle",
+    "JobState",
     "JobStatus",
+    "Journal",
+    "JournalEntry",
+    "JournalError",
+    "JournalInUseError",
     "Limiter",
     "LimiterUnavailableError",
     "Limits",
     "LocalLimiter",
+    "ModelEstimate",
     "ModelLimits",
     "ModelSpec",
     "NotFoundError",
@@ -107,6 +117,7 @@ __all__ = [
     "PromptTruncatedWarning",
     "QuotaExceededError",
     "RateLimitError",
+    "RecordedFailureError",
     "RepaintStyle",
     "Request",
     "ResponseValidationError",
@@ -132,4 +143,5 @@ __all__ = [
     "Usage",
     "ValidationError",
     "__version__",
+    "estimate",
 ]

@@ -20,6 +20,7 @@ DashScopeError
 │   └── APITimeoutError            no answer in time
 ├── AmbiguousSubmitError       a submit was sent but its fate is unknown: a task may exist
 ├── JobCanceledError           the caller cancelled the job, or left the runner, before it ended
+├── RecordedFailureError       the job failed in an earlier run, as its journal recorded
 ├── TaskError                  a task reached a state other than success (carries task_id)
 │   ├── TaskFailedError            FAILED (carries the task's TaskInfo)
 │   │   └── TaskCanceledError          CANCELED
@@ -51,6 +52,7 @@ __all__ = [
     "NotFoundError",
     "PermissionDeniedError",
     "QuotaExceededError",
+    "RecordedFailureError",
     "RateLimitError",
     "ResponseValidationError",
     "ResultExpiredError",
@@ -351,6 +353,34 @@ class JobCanceledError(DashScopeError):
         super().__init__(message)
         self.task_id = task_id
         self.canceled_on_service = canceled_on_service
+
+
+class RecordedFailureError(DashScopeError):
+    """The job failed in an earlier run of the batch, as its journal recorded; nothing was sent.
+
+    A resumed batch replays finished jobs from the journal, failures included, so a failure is
+    never paid for twice. Start a new journal (or drop the job's key) to run it again.
+
+    Attributes:
+        error_type: the class name of the original error, such as ``"TaskFailedError"``.
+        code: the service's code, when the original error had one.
+        task_id: the task's id, when there was a task.
+
+    Example:
+        ```python
+        async for outcome in runner.map(jobs):
+            if isinstance(outcome.error, ds.RecordedFailureError):
+                print("failed last time:", outcome.error.error_type, outcome.error.code)
+        ```
+    """
+
+    def __init__(
+        self, message: str, *, error_type: str, code: str | None = None, task_id: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        self.code = code
+        self.task_id = task_id
 
 
 class TaskError(DashScopeError):

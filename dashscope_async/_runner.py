@@ -22,7 +22,7 @@ from collections.abc import (
     Iterator,
 )
 from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
@@ -42,13 +42,17 @@ from ._errors import (
     DashScopeError,
     JobCanceledError,
     RateLimitError,
+    RecordedFailureError,
     ResponseValidationError,
     ServerError,
+    TaskFailedError,
+    TaskNotFoundError,
     TaskTimeoutError,
     ValidationError,
 )
 from ._events import EventHub, EventKind, EventStream, RunnerEvent
 from ._files import PreparedInputs, save_result_images
+from ._journal import JobState, Journal, JournalEntry, fingerprint, job_key
 from ._limits import Limiter, Limits, LocalLimiter
 from ._logging import get_logger
 from ._models import Request, SketchToImage, StyleRepaint, Task, TaskInfo, TaskResult, TaskStatus
@@ -202,7 +206,12 @@ class _Turnstile:
                 self._waiters.pop(ticket, None)
 
     def passed(self, ticket: int) -> None:
-        """The holder of ``ticket`` is through (it has its slot, or gave up): serve the next."""
+        """The holder of ``ticket`` is through (it has its slot, or gave up): serve the next.
+
+        Idempotent: a job passes once it holds its slot, and again, harmlessly, when it ends.
+        """
+        if ticket < self._serving:
+            return
         self._done.add(ticket)
         while self._serving in self._done:
             self._done.discard(self._serving)
@@ -230,6 +239,11 @@ class _JobState:
     outcome: Outcome | None = None
     on_done: Callable[[Outcome], None] | None = None
     ticket: int = -1
+    in_batch: bool = False
+    journal_key: str | None = None
+    intent_recorded: bool = False
+    replayed: bool = False
+    result: TaskResult | None = None
 
     @property
     def model(self) -> str:
@@ -311,6 +325,10 @@ class AsyncTaskRunner:
             in-process one; its limits apply and ``limits`` is ignored.
         poll: when to poll, and a per-job deadline.
         download_dir: save every result image here as it finishes.
+        journal: an SQLite file (or an open ``Journal``) recording what every job has done, so a
+            batch run again after a crash replays finished jobs, re-attaches to tasks in
+            progress and submits nothing twice. Jobs need a key to be journaled: ``map``
+            derives one from the request and its position; give ``Job(key=...)`` otherwise.
         budget: a spending cap; jobs beyond it end with ``BudgetExceededError``.
         on_event: called with every ``RunnerEvent`` (progress bars, metrics).
         max_pending: jobs of one ``map`` started ahead of the consumer (bounds memory).
@@ -332,6 +350,7 @@ class AsyncTaskRunner:
         limiter: Limiter | None = None,
         poll: PollPolicy | None = None,
         download_dir: str | os.PathLike[str] | None = None,
+        journal: str | os.PathLike[str] | Journal | None = None,
         budget: Budget | None = None,
         on_event: Callable[[RunnerEvent], object] | None = None,
         max_pending: int = 256,
@@ -346,6 +365,8 @@ class AsyncTaskRunner:
         self._poll_policy = poll or PollPolicy()
         self._planner = PollPlanner(self._poll_policy)
         self._download_dir = None if download_dir is None else Path(download_dir)
+        self._journal_source = journal
+        self._journal: Journal | None = journal if isinstance(journal, Journal) else None
         self._ledger = None if budget is None else BudgetLedger(budget)
         self._events = EventHub(() if on_event is None else (on_event,))
         self._max_pending = max_pending
@@ -363,6 +384,13 @@ class AsyncTaskRunner:
     async def __aenter__(self) -> AsyncTaskRunner:
         if self._task_group is not None:
             raise RuntimeError("this AsyncTaskRunner is already running")
+        if self._journal is None and self._journal_source is not None:
+            assert not isinstance(self._journal_source, Journal)
+            self._journal = await Journal.open(self._journal_source)
+        if self._journal is not None and self._ledger is not None:
+            # What earlier runs of the batch spent counts against the cap.
+            for model, images in (await self._journal.spent()).items():
+                self._ledger.record(model, images)
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         self._task_group = task_group
@@ -384,6 +412,8 @@ class AsyncTaskRunner:
             self._events.close()
             if self._own_limiter:
                 await self._limiter.aclose()
+            if self._journal is not None and not isinstance(self._journal_source, Journal):
+                await self._journal.aclose()
 
     def cancel_all(self) -> None:
         """Cancel every job and batch of this runner (PENDING tasks are cancelled on the service)."""
@@ -396,6 +426,11 @@ class AsyncTaskRunner:
     def limiter(self) -> Limiter:
         """The limiter this runner meters with."""
         return self._limiter
+
+    @property
+    def journal(self) -> Journal | None:
+        """The journal this runner records to, while it runs."""
+        return self._journal
 
     @property
     def ledger(self) -> BudgetLedger | None:
@@ -531,7 +566,16 @@ class AsyncTaskRunner:
                     error = exc
             if result is None and error is None:
                 error = await self._canceled_error(state)
+            await self._record(state, result, files, error)
+        except anyio.get_cancelled_exc_class():
+            # Cancelled from outside the runner (the caller's scope): clean up all the same.
+            with anyio.CancelScope(shield=True):
+                error = await self._canceled_error(state)
+                await self._record(state, None, (), error)
+            raise
         finally:
+            # A job that ended before asking for its slot (replayed, bad input) lets the next go.
+            self._turnstiles[state.model].passed(state.ticket)
             # Even when the whole runner is torn down, every job ends with an outcome.
             if result is None and error is None:
                 error = JobCanceledError(
@@ -574,9 +618,16 @@ class AsyncTaskRunner:
     async def _drive(self, state: _JobState) -> tuple[TaskResult, tuple[Path, ...]]:
         request = state.request
         model = request.model
-        reserved = request.images_requested
+        entry = await self._journal_entry(state)
+        if entry is not None:
+            if entry.state.is_final:
+                return await self._replay(state, entry)
+            state.intent_recorded = True  # the journal knows the job: record how it ends
+        known: Task | None = None
+        if entry is not None and entry.state is JobState.SUBMITTED and entry.task_id:
+            known = Task(entry.task_id, TaskStatus.PENDING, model)  # re-attach: never resubmit
         # Uploads happen before the slot is taken: the slot's time belongs to the service.
-        prepared = await self._client.prepare(request)
+        prepared = None if known is not None else await self._client.prepare(request)
         turnstile = self._turnstiles[model]
         try:
             await turnstile.wait(state.ticket)
@@ -585,33 +636,123 @@ class AsyncTaskRunner:
         finally:
             turnstile.passed(state.ticket)
         async with _entered(slot):
+            if known is None and entry is not None and entry.state is JobState.INTENT:
+                # A submit was sent in an earlier run and its answer never recorded.
+                with anyio.CancelScope(shield=True):
+                    known = await self._reconcile(state, entry.model, entry.sent_at, cause=None)
+            reserved = request.images_requested if known is None else 0
             # Reserved once the job holds its slot, so jobs still queued never count against
             # the cap while earlier ones may yet give back what they did not spend.
-            if self._ledger is not None and not self._ledger.try_reserve(model, reserved):
+            if (
+                reserved
+                and self._ledger is not None
+                and not self._ledger.try_reserve(model, reserved)
+            ):
                 raise BudgetExceededError(
                     f"job {state.index} would pass the budget ({self._ledger.budget}); not submitted"
                 )
             billed = 0
             try:
-                task = await self._submit(state, prepared)
+                if known is None:
+                    assert prepared is not None
+                    task = await self._submit(state, prepared)
+                else:
+                    task = known
+                    await self._accepted(state, task)
                 info = await self._poll_to_end(state, task)
                 billed = info.usage.image_count if info.usage is not None else len(info.images)
             finally:
                 if self._ledger is not None:
                     self._ledger.settle(model, reserved, billed)
-        result = result_or_raise(info)
-        files: tuple[Path, ...] = ()
-        if self._download_dir is not None:
-            stem = state.key if state.key is not None else f"{state.index:06d}"
-            saved = await save_result_images(self._client.http, result, self._download_dir, stem)
-            files = tuple(saved)
-        return result, files
+        result = state.result = result_or_raise(info)
+        return result, await self._save(state, result)
+
+    async def _save(self, state: _JobState, result: TaskResult) -> tuple[Path, ...]:
+        if self._download_dir is None:
+            return ()
+        stem = state.key if state.key is not None else f"{state.index:06d}"
+        return tuple(await save_result_images(self._client.http, result, self._download_dir, stem))
+
+    # --- the journal --------------------------------------------------------------------------
+
+    async def _journal_entry(self, state: _JobState) -> JournalEntry | None:
+        """Name the job in the journal and read what earlier runs did with it."""
+        if self._journal is None or (state.key is None and not state.in_batch):
+            return None
+        state.journal_key = await anyio.to_thread.run_sync(
+            job_key, state.request, state.index, state.key
+        )
+        return await self._journal.lookup(state.journal_key)
+
+    async def _replay(
+        self, state: _JobState, entry: JournalEntry
+    ) -> tuple[TaskResult, tuple[Path, ...]]:
+        """A job an earlier run finished: its outcome again, with no request to the service."""
+        state.replayed = True
+        state.task_id = entry.task_id
+        if entry.state is JobState.FAILED or entry.result is None:
+            raise RecordedFailureError(
+                f"job {state.index} failed in an earlier run: {entry.error_message}",
+                error_type=entry.error_type or "DashScopeError",
+                code=entry.error_code,
+                task_id=entry.task_id,
+            )
+        state.result = entry.result
+        files = tuple(Path(name) for name in entry.files)
+        if self._download_dir is not None and not await anyio.to_thread.run_sync(
+            lambda: bool(files) and all(path.is_file() for path in files)
+        ):
+            files = await self._save(state, entry.result)
+            if self._journal is not None and state.journal_key is not None:
+                await self._journal.record_files(state.journal_key, [str(f) for f in files])
+        return entry.result, files
+
+    async def _record(
+        self,
+        state: _JobState,
+        result: TaskResult | None,
+        files: tuple[Path, ...],
+        error: DashScopeError | None,
+    ) -> None:
+        """Write how the job ended, so a later run replays it or takes it up again."""
+        journal, key = self._journal, state.journal_key
+        if journal is None or key is None or state.replayed or not state.intent_recorded:
+            return
+        done = result if result is not None else state.result
+        if done is not None:
+            # The task succeeded even if saving its images failed (those are retried on resume).
+            await journal.record_succeeded(key, done, [str(f) for f in files])
+        elif isinstance(error, TaskFailedError | TaskNotFoundError | BadRequestError):
+            await journal.record_failed(key, error)
+        elif (
+            isinstance(error, JobCanceledError) and state.task_id and not error.canceled_on_service
+        ):
+            return  # still running on the service: a resumed run re-attaches to it
+        elif isinstance(error, TaskTimeoutError) and error.status is not TaskStatus.PENDING:
+            return  # likewise
+        elif isinstance(error, AmbiguousSubmitError):
+            return  # a task may exist: a resumed run reconciles again before any submit
+        elif state.task_id is None or isinstance(error, JobCanceledError | TaskTimeoutError):
+            # Nothing runs on the service for it (never created, or cancelled while PENDING).
+            await journal.record_canceled(key)
 
     async def _submit(self, state: _JobState, prepared: PreparedInputs) -> Task:
         model = state.model
         while True:
             await self._limiter.submit_turn(model)
             state.status = JobStatus.SUBMITTING
+            if self._journal is not None and state.journal_key is not None:
+                # Written before sending: a crash after this line is reconciled on resume.
+                await self._journal.record_intent(
+                    state.journal_key,
+                    index=state.index,
+                    model=model,
+                    fingerprint=state.journal_key.rsplit(":", 1)[0]
+                    if state.key is None
+                    else await anyio.to_thread.run_sync(fingerprint, state.request),
+                    sent_at=self._clock.wall(),
+                )
+                state.intent_recorded = True
             try:
                 # Once sent, a submit must finish: only its answer tells whether a task exists.
                 with anyio.CancelScope(shield=True):
@@ -626,20 +767,26 @@ class AsyncTaskRunner:
             except AmbiguousSubmitError as exc:
                 # Shielded too: a cancelled job must still learn whether its task exists.
                 with anyio.CancelScope(shield=True):
-                    adopted = await self._reconcile(state, exc)
+                    adopted = await self._reconcile(state, exc.model, exc.sent_at, cause=exc)
                 if adopted is None:
                     state.status = JobStatus.QUEUED
                     continue
                 task = adopted
             self._limiter.submit_succeeded(model)
-            self._remember(task.task_id)
-            state.task_id = task.task_id
-            state.submitted_at = self._clock.now()
-            state.status = JobStatus.PENDING
-            state.submitted.set()
-            self._emit(EventKind.SUBMITTED, state)
-            logger.debug("job %d submitted as task %s", state.index, task.task_id)
+            await self._accepted(state, task)
             return task
+
+    async def _accepted(self, state: _JobState, task: Task) -> None:
+        """The job has a task on the service: remember it, record it, tell the listeners."""
+        self._remember(task.task_id)
+        state.task_id = task.task_id
+        state.submitted_at = self._clock.now()
+        state.status = JobStatus.PENDING
+        if self._journal is not None and state.journal_key is not None:
+            await self._journal.record_submitted(state.journal_key, task.task_id)
+        state.submitted.set()
+        self._emit(EventKind.SUBMITTED, state)
+        logger.debug("job %d has task %s", state.index, task.task_id)
 
     def _remember(self, task_id: str) -> None:
         now = self._clock.now()
@@ -648,19 +795,28 @@ class AsyncTaskRunner:
         while self._known_order and self._known_order[0][0] < now - KNOWN_TASK_MEMORY:
             self._known_task_ids.discard(self._known_order.popleft()[1])
 
-    async def _reconcile(self, state: _JobState, exc: AmbiguousSubmitError) -> Task | None:
+    async def _reconcile(
+        self,
+        state: _JobState,
+        model: str,
+        sent_at: datetime | None,
+        *,
+        cause: AmbiguousSubmitError | None,
+    ) -> Task | None:
         """Find the task an ambiguous submit may have created; None means it created none.
 
         While this job holds its model's slot no other job of ours can create a task of that
         model, so a task of that model created since the submit was sent, and not one of ours,
         is this job's. (Across processes the same holds when they share a limiter.)
         """
-        since = exc.sent_at - RECONCILE_SKEW
+        if sent_at is None:
+            return None  # no submit was ever sent
+        since = sent_at - RECONCILE_SKEW
         for look in range(RECONCILE_LOOKS):
             if look:
                 await self._clock.sleep(self._reconcile_grace)
             candidates: list[Task] = []
-            pages = self._client.list_tasks(start=since, model=state.model)
+            pages = self._client.list_tasks(start=since, model=model)
             try:
                 while True:
                     await self._limiter.poll_turn()
@@ -672,7 +828,7 @@ class AsyncTaskRunner:
                         continue
                     if item.created is not None and item.created < since:
                         continue
-                    candidates.append(Task(item.task_id, item.status, state.model, item.request_id))
+                    candidates.append(Task(item.task_id, item.status, model, item.request_id))
             except _RETRYABLE_POLL_ERRORS:
                 continue
             if len(candidates) == 1:
@@ -681,11 +837,11 @@ class AsyncTaskRunner:
             if len(candidates) > 1:
                 raise AmbiguousSubmitError(
                     f"job {state.index}: the submit got no answer and {len(candidates)} unknown"
-                    f" {state.model} tasks appeared since it was sent; not resubmitted, to avoid"
+                    f" {model} tasks appeared since it was sent; not resubmitted, to avoid"
                     " paying twice. Check the task list.",
-                    model=state.model,
-                    sent_at=exc.sent_at,
-                ) from exc
+                    model=model,
+                    sent_at=sent_at,
+                ) from cause
         self._emit(EventKind.RECONCILED, state)
         logger.info(
             "job %d: the task list shows no task from its lost submit; resubmitting", state.index
@@ -915,6 +1071,7 @@ class Batch:
             )
             return
         state.on_done = self._deliver
+        state.in_batch = True
         self._jobs[index] = state
         runner._start(state)
 

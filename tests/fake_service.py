@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Literal, cast
 
 import attrs
@@ -40,8 +40,6 @@ SubmitFault = Literal[
     "lost-not-created",  # the answer is lost and no task was created
     "bad-request",  # 400: no task
 ]
-
-WALL_BASE = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 @attrs.define
@@ -89,12 +87,13 @@ class FakeClient:
         self.stranger_tasks = 0
         self._ids = itertools.count(1)
         self._origin = clock.now()
+        self._wall_origin = clock.wall()
 
     def as_client(self) -> AsyncDashScope:
         return cast("AsyncDashScope", self)
 
     def wall(self, at: float) -> datetime:
-        return WALL_BASE + timedelta(seconds=at - self._origin)
+        return self._wall_origin + timedelta(seconds=at - self._origin)
 
     def run_seconds(self, request: Request) -> float:
         return self._run_seconds(request) if callable(self._run_seconds) else self._run_seconds
@@ -114,6 +113,10 @@ class FakeClient:
         )
         self.tasks[task.task_id] = task
         return task
+
+    def forget(self, task_id: str) -> None:
+        """The service forgets a task, as it does after 24 hours."""
+        del self.tasks[task_id]
 
     def add_stranger_task(self, request: Request) -> None:
         """A task of the same model made by someone else on the account."""
