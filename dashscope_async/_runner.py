@@ -387,6 +387,10 @@ class AsyncTaskRunner:
         if self._journal is None and self._journal_source is not None:
             assert not isinstance(self._journal_source, Journal)
             self._journal = await Journal.open(self._journal_source)
+        if self._journal is not None:
+            # Tasks earlier runs of the batch created are ours: never adopt one for a lost submit.
+            for task_id in await self._journal.task_ids():
+                self._remember(task_id)
         if self._journal is not None and self._ledger is not None:
             # What earlier runs of the batch spent counts against the cap.
             for model, images in (await self._journal.spent()).items():
