@@ -19,12 +19,52 @@ Example:
     ```
 """
 
-from ._config import DEFAULT_API_KEY, EmulatorConfig, ModelBehaviour
-from ._core import Call, HostUrls, Reply
-from ._emulator import Emulator, RunningServer
-from ._faults import Fault, Faults, TaskFault
-from ._stats import CredentialLeak, EmulatorStats
-from ._tasks import EmulatedTask, InputProblem
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._config import DEFAULT_API_KEY, EmulatorConfig, ModelBehaviour
+    from ._core import Call, HostUrls, Reply
+    from ._emulator import Emulator, RunningServer
+    from ._faults import Fault, Faults, TaskFault
+    from ._stats import CredentialLeak, EmulatorStats
+    from ._tasks import EmulatedTask, InputProblem
+
+# Names load on first use: the pytest plugin lives in this package, and pytest imports it on
+# every run, so importing the package must cost next to nothing.
+_HOMES = {
+    "DEFAULT_API_KEY": "_config",
+    "EmulatorConfig": "_config",
+    "ModelBehaviour": "_config",
+    "Call": "_core",
+    "HostUrls": "_core",
+    "Reply": "_core",
+    "Emulator": "_emulator",
+    "RunningServer": "_emulator",
+    "Fault": "_faults",
+    "Faults": "_faults",
+    "TaskFault": "_faults",
+    "CredentialLeak": "_stats",
+    "EmulatorStats": "_stats",
+    "EmulatedTask": "_tasks",
+    "InputProblem": "_tasks",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = [
     "DEFAULT_API_KEY",
