@@ -33,15 +33,15 @@ def sketches(emulator: Emulator, count: int) -> list[ds.SketchToImage]:
     return [ds.SketchToImage(url, prompt=f"tree number {i}") for i in range(count)]
 
 
-def fast_emulator(**changes: object) -> Emulator:
+def fast_emulator() -> Emulator:
     # Tiny run times, no image rendering: the load is in the limits, not the pixels.
-    return Emulator(EmulatorConfig(time_scale=0.002, seed=3, render_results=False), **changes)
+    return Emulator(EmulatorConfig(time_scale=0.002, seed=3, render_results=False))
 
 
 @virtual_time
 async def test_over_200_submissions_the_service_sees_the_limits_kept() -> None:
     emulator = fast_emulator()
-    jobs = repaints(emulator, 110) + sketches(emulator, 110)
+    jobs: list[ds.Request] = [*repaints(emulator, 110), *sketches(emulator, 110)]
     async with emulator.client() as client, ds.AsyncTaskRunner(client) as runner:
         outcomes = [outcome async for outcome in runner.map(jobs)]
     stats = emulator.stats
@@ -74,7 +74,7 @@ async def test_with_the_slot_limit_raised_submissions_reach_90_percent_of_the_ra
 @virtual_time
 async def test_repaint_and_sketch_run_side_by_side() -> None:
     emulator = Emulator(EmulatorConfig(seed=1, render_results=False))
-    jobs = [*repaints(emulator, 2), *sketches(emulator, 2)]
+    jobs: list[ds.Request] = [*repaints(emulator, 2), *sketches(emulator, 2)]
     start = anyio.current_time()
     async with emulator.client() as client, ds.AsyncTaskRunner(client) as runner:
         outcomes = [o async for o in runner.map(jobs)]
@@ -171,7 +171,7 @@ def test_under_random_faults_every_job_ends_once_and_nothing_is_paid_twice(
             emulator.faults.script(route, fault, times=times)  # type: ignore[arg-type]
         emulator.faults.chance("get_task", Fault.error(503), chance)
         emulator.faults.fail_tasks(times=failing, code="DataInspectionFailed")
-        jobs = [*repaints(emulator, 4), *sketches(emulator, 3)]
+        jobs: list[ds.Request] = [*repaints(emulator, 4), *sketches(emulator, 3)]
         async with emulator.client(max_retries=1) as client:
             async with ds.AsyncTaskRunner(client, reconcile_grace=0.5) as runner:
                 outcomes = [o async for o in runner.map(jobs)]
