@@ -362,11 +362,16 @@ def parse_service_time(text: str | None) -> datetime | None:
     """``"2023-12-20 21:36:31.896"`` (China time) as an aware datetime; None stays None."""
     if not text:
         return None
-    for pattern in (SERVICE_TIME_FORMAT, "%Y-%m-%d %H:%M:%S"):
+    # fromisoformat is many times faster than strptime, and this runs on every poll; the
+    # checks keep it to the service's shape (a space, then seconds with or without a fraction).
+    if 19 <= len(text) <= 26 and text[10] == " ":
         try:
-            return datetime.strptime(text, pattern).replace(tzinfo=CHINA_TZ)
+            moment = datetime.fromisoformat(text)
         except ValueError:
-            continue
+            pass
+        else:
+            if moment.tzinfo is None:
+                return moment.replace(tzinfo=CHINA_TZ)
     raise ResponseValidationError(f"unexpected time format {text!r}", field="time")
 
 

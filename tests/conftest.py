@@ -6,6 +6,8 @@ Tests of timing logic ask for the ``virtual_time`` fixture's backends by overrid
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,3 +24,12 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
 def virtual_anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
     """Use as ``anyio_backend`` in a module whose tests want virtual time."""
     return backend_options(request.param)
+
+
+@pytest.fixture(autouse=True)
+def _library_logger_restored() -> Iterator[None]:
+    """The command line configures the library's logger; in-process CLI tests must not leak it."""
+    logger = logging.getLogger("dashscope_async")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
