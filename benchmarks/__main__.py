@@ -12,7 +12,7 @@ from pathlib import Path
 import anyio
 
 from benchmarks.slots import SlotFigures, measure
-from benchmarks.throughput import MemoryFigures, ThroughputFigures, memory, throughput
+from benchmarks.throughput import MemoryFigures, ThroughputFigures, throughput
 
 SLOT_JOBS = 20
 
