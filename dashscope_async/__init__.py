@@ -26,6 +26,9 @@ from ._errors import (
     BudgetExceededError,
     DashScopeError,
     JobCanceledError,
+    JournalError,
+    JournalInUseError,
+    JournalVersionError,
     LimiterUnavailableError,
     NotFoundError,
     PermissionDeniedError,
@@ -44,7 +47,7 @@ from ._errors import (
 )
 from ._estimate import Estimate, ModelEstimate, estimate
 from ._events import EventKind, EventStream, RunnerEvent
-from ._journal import JobState, Journal, JournalEntry, JournalError, JournalInUseError
+from ._journal import JobState, Journal, JournalEntry
 from ._limits import Limiter, Limits, LocalLimiter, ModelLimits, SlotLease
 from ._models import (
     GeneratedImage,
@@ -102,6 +105,7 @@ __all__ = [
     "JournalEntry",
     "JournalError",
     "JournalInUseError",
+    "JournalVersionError",
     "Limiter",
     "LimiterUnavailableError",
     "Limits",

@@ -7,6 +7,9 @@ DashScopeError
 ├── ValidationError            bad input, found before any request was spent (also a ValueError)
 ├── BudgetExceededError        the runner's spending cap would be passed; nothing was submitted
 ├── LimiterUnavailableError    a shared limiter (Redis) cannot be reached; nothing was submitted
+├── JournalError               the journal file cannot be used
+│   ├── JournalInUseError          another runner has it open
+│   └── JournalVersionError        a newer version of this library wrote it
 ├── APIError                   the service answered with an error (status_code, code, request_id)
 │   ├── BadRequestError            400 InvalidParameter*, InvalidURL, DataInspectionFailed, ...
 │   ├── AuthenticationError        401 InvalidApiKey
@@ -48,12 +51,15 @@ __all__ = [
     "BudgetExceededError",
     "DashScopeError",
     "JobCanceledError",
+    "JournalError",
+    "JournalInUseError",
+    "JournalVersionError",
     "LimiterUnavailableError",
     "NotFoundError",
     "PermissionDeniedError",
     "QuotaExceededError",
-    "RecordedFailureError",
     "RateLimitError",
+    "RecordedFailureError",
     "ResponseValidationError",
     "ResultExpiredError",
     "ServerError",
@@ -127,6 +133,31 @@ class LimiterUnavailableError(DashScopeError):
                 retry_later.append(outcome.request)
         ```
     """
+
+
+class JournalError(DashScopeError):
+    """The journal file cannot be used: not a journal, damaged, closed, or asked the impossible.
+
+    Example:
+        ```python
+        try:
+            journal = await ds.Journal.open("batch.sqlite")
+        except ds.JournalError as exc:
+            print("cannot use the journal:", exc)
+        ```
+    """
+
+
+class JournalInUseError(JournalError):
+    """Another runner (in this process or another) has the journal open.
+
+    Two runners resuming one batch at once could both submit the same job, so the second is
+    refused. The lock goes away when the first closes the journal or its process ends.
+    """
+
+
+class JournalVersionError(JournalError):
+    """The journal was written by a newer version of this library; upgrade to use it."""
 
 
 class APIError(DashScopeError):

@@ -37,7 +37,7 @@ import anyio.to_thread
 import attrs
 import cattrs
 
-from ._errors import DashScopeError, ValidationError
+from ._errors import JournalError, JournalInUseError, JournalVersionError, ValidationError
 from ._files import PASS_THROUGH_SCHEMES, _local_path
 from ._logging import redact
 from ._models import Request, TaskResult
@@ -65,31 +65,6 @@ LOOKUP_CHUNK: Final = 500
 FINGERPRINT_PREFIX: Final = b"dashscope_async.fingerprint.v1\n"
 
 T = TypeVar("T")
-
-
-class JournalError(DashScopeError):
-    """The journal file cannot be used: not a journal, damaged, closed, or asked the impossible.
-
-    Example:
-        ```python
-        try:
-            journal = await Journal.open("batch.sqlite")
-        except ds.JournalError as exc:
-            print("cannot use the journal:", exc)
-        ```
-    """
-
-
-class JournalInUseError(JournalError):
-    """Another runner (in this process or another) has the journal open.
-
-    Two runners resuming one batch at once could both submit the same job, so the second is
-    refused. The lock goes away when the first closes the journal or its process ends.
-    """
-
-
-class JournalVersionError(JournalError):
-    """The journal was written by a newer version of this library; upgrade to use it."""
 
 
 class JobState(enum.StrEnum):
