@@ -8,7 +8,6 @@ by leaving the runner) and still reports what finished. Never talks HTTP itself.
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -94,23 +93,6 @@ class BatchReport:
         }
 
 
-def journal_supported() -> bool:
-    """Whether this version's runner keeps a journal (``journal=``)."""
-    return "journal" in inspect.signature(AsyncTaskRunner).parameters
-
-
-def runner_options(journal: Path | None) -> dict[str, Any]:
-    """The runner's ``journal=`` option, when a journal is asked for and supported."""
-    if journal is None:
-        return {}
-    if not journal_supported():
-        raise CliError(
-            "this version of dashscope_async cannot keep a journal",
-            hint="run without --journal (an interrupted batch then starts over)",
-        )
-    return {"journal": journal}
-
-
 def typical_seconds(scale: float = 1.0) -> dict[str, float]:
     """Each model's typical run time, times ``scale`` (the ETA's first guess)."""
     return {name: spec.typical_run_seconds * scale for name, spec in MODELS.items()}
@@ -167,7 +149,8 @@ async def run_jobs(
     interrupt = Interrupt(on_first=stopping)
     outcomes: dict[int, Outcome] = {}
     jobs = [Job(spec.request, key=spec.key) for spec in specs]
-    options = runner_options(journal)
+    if journal is not None:
+        await anyio.Path(journal).parent.mkdir(parents=True, exist_ok=True)
     with progress:
         async with anyio.create_task_group() as watchers:
             work = anyio.CancelScope()
@@ -179,7 +162,7 @@ async def run_jobs(
                     budget=budget,
                     poll=poll,
                     on_event=progress.on_event,
-                    **options,
+                    journal=journal,
                 ) as runner:
                     async with runner.map(jobs, ordered=ordered) as batch:
                         async for outcome in batch:
@@ -414,7 +397,7 @@ def batch(
         return
     if journal is not None and no_journal:
         raise CliError("give --journal or --no-journal, not both")
-    if journal is None and not no_journal and journal_supported():
+    if journal is None and not no_journal:
         journal = out_dir / DEFAULT_JOURNAL_NAME
     results_path = results_file or out_dir / RESULTS_NAME
     client = settings.client()

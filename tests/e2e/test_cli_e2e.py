@@ -24,7 +24,6 @@ import attrs
 import pytest
 from PIL import Image
 
-from dashscope_async.cli._batch import journal_supported
 from dashscope_async.cli._sample_images import write_sample_images
 
 testing: Any = pytest.importorskip("dashscope_async.testing")
@@ -196,7 +195,6 @@ def test_exit_codes_for_missing_and_refused_keys(served: Served, samples: dict[s
     assert unknown.returncode in (0, 4)
 
 
-@pytest.mark.skipif(not journal_supported(), reason="this runner keeps no journal yet")
 def test_interrupted_batch_resumes_without_sending_a_job_twice(
     served: Served, samples: dict[str, Path], tmp_path: Path
 ) -> None:
