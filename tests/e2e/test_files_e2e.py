@@ -1,237 +1,247 @@
-"""Local files in and images out over real loopback HTTP: the client, an API host, an upload host
-and a result host, each on its own port.
+"""Local files in and images out, end to end over loopback: the client against the emulator's
+API, upload and result hosts, each on its own port.
 
-The hosts here are a small stand-in written for this file (the policy endpoint, the submit
-endpoint, an OSS-style form upload and a result store with signed, expiring URLs) that records
-every credential reaching the upload or result host. They run in uvicorn on a background thread,
-so the tests themselves run on asyncio and trio.
+Each test serves a fresh emulator (tasks 100 times faster than the service), so its records
+(requests per route, uploads, downloads, credential leaks) belong to that test alone. The server
+runs in its own thread, so the tests themselves run on asyncio and trio.
 """
 
 from __future__ import annotations
 
-import json
-import threading
-import time
-import uuid
-from collections.abc import Awaitable, Callable, Iterator
-from email.parser import BytesParser
-from email.policy import HTTP
+import io
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import anyio
-import attrs
+import httpx
 import pytest
-import uvicorn
+from PIL import Image
 
 from dashscope_async._client import AsyncDashScope
 from dashscope_async._errors import ResultExpiredError, ValidationError
-from dashscope_async._models import GeneratedImage, SketchToImage, StyleRepaint
+from dashscope_async._models import SketchToImage, StyleRepaint, TaskResult
+from dashscope_async._wire import RepaintBody
+from dashscope_async.testing import Emulator, EmulatorConfig, RunningServer
 from tests.images_util import make_image
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+REPAINT = "wanx-style-repaint-v1"
 
-
-@attrs.define
-class Hosts:
-    """The state shared by the three hosts, and what they saw."""
-
-    ports: dict[str, int] = attrs.field(factory=dict)
-    objects: dict[str, bytes] = attrs.field(factory=dict)
-    submits: list[tuple[dict[str, str], dict[str, Any]]] = attrs.field(factory=list)
-    policy_calls: int = 0
-    leaks: list[tuple[str, str]] = attrs.field(factory=list)
-    requests: list[tuple[str, str, str]] = attrs.field(factory=list)
-
-    def url(self, host: str, path: str) -> str:
-        return f"http://127.0.0.1:{self.ports[host]}{path}"
-
-    def signed_result(self, key: str, *, expires_at: float) -> str:
-        return self.url(
-            "results", f"/{key}?Expires={int(expires_at)}&Signature=s{uuid.uuid4().hex}"
-        )
-
-
-def asgi_app(hosts: Hosts, name: str) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return
-        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        hosts.requests.append((name, scope["method"], scope["path"]))
-        if name != "api":
-            for header in ("authorization", "x-dashscope-workspace"):
-                if header in headers:
-                    hosts.leaks.append((name, header))
-        status, content, content_type = route(hosts, name, scope, headers, body)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [(b"content-type", content_type.encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": content})
-
-    return app
-
-
-def oss_error(code: str, message: str) -> bytes:
-    return f"<Error><Code>{code}</Code><Message>{message}</Message></Error>".encode()
-
-
-def route(
-    hosts: Hosts, name: str, scope: Scope, headers: dict[str, str], body: bytes
-) -> tuple[int, bytes, str]:
-    path: str = scope["path"]
-    if name == "api":
-        if headers.get("authorization") != "Bearer sk-e2e-key":
-            return (
-                401,
-                b'{"code":"InvalidApiKey","message":"Invalid API-key provided."}',
-                "application/json",
-            )
-        if path == "/api/v1/uploads":
-            hosts.policy_calls += 1
-            policy = {
-                "policy": "cG9saWN5",
-                "signature": "sig",
-                "upload_dir": "dashscope-instant/e2e",
-                "upload_host": hosts.url("upload", "/"),
-                "expire_in_seconds": 300,
-                "max_file_size_mb": 100,
-                "capacity_limit_mb": 999,
-                "oss_access_key_id": "LTAI-e2e",
-                "x_oss_object_acl": "private",
-                "x_oss_forbid_overwrite": "true",
-            }
-            return 200, json.dumps({"request_id": "p", "data": policy}).encode(), "application/json"
-        hosts.submits.append((headers, json.loads(body)))
-        answer = {
-            "request_id": "s",
-            "output": {"task_id": f"t-{len(hosts.submits)}", "task_status": "PENDING"},
-        }
-        return 200, json.dumps(answer).encode(), "application/json"
-    if name == "upload":
-        head = f"Content-Type: {headers['content-type']}\r\n\r\n".encode()
-        form = {
-            str(part.get_param("name", header="content-disposition")): part.get_payload(decode=True)
-            for part in BytesParser(policy=HTTP).parsebytes(head + body).iter_parts()
-        }
-        key = form["key"].decode()  # type: ignore[union-attr]
-        if key in hosts.objects:
-            return (
-                409,
-                oss_error("FileAlreadyExists", "The object you specified already exists"),
-                "application/xml",
-            )
-        if form.get("OSSAccessKeyId") != b"LTAI-e2e" or form.get("Signature") != b"sig":
-            return 403, oss_error("AccessDenied", "Invalid according to Policy"), "application/xml"
-        hosts.objects[key] = form["file"]  # type: ignore[assignment]
-        return 200, b"", "text/plain"
-    # The result host: signed URLs that expire, as OSS answers them.
-    query = dict(
-        pair.split("=", 1) for pair in scope["query_string"].decode().split("&") if "=" in pair
-    )
-    if int(query.get("Expires", "0")) < time.time():
-        return 403, oss_error("AccessDenied", "Request has expired."), "application/xml"
-    content = hosts.objects.get(path.lstrip("/"))
-    if content is None:
-        return 404, oss_error("NoSuchKey", "The specified key does not exist."), "application/xml"
-    return 200, content, "image/png"
-
-
-@pytest.fixture(scope="module")
-def hosts() -> Iterator[Hosts]:
-    state = Hosts()
-    servers = []
-    for name in ("api", "upload", "results"):
-        config = uvicorn.Config(
-            asgi_app(state, name), host="127.0.0.1", port=0, log_level="error", lifespan="off"
-        )
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert time.monotonic() < deadline, "the loopback server did not start"
-            time.sleep(0.01)
-        state.ports[name] = server.servers[0].sockets[0].getsockname()[1]
-        servers.append((server, thread))
-    yield state
-    for server, thread in servers:
-        server.should_exit = True
-        thread.join(timeout=10)
+Serve = Callable[..., AbstractAsyncContextManager[tuple[RunningServer, AsyncDashScope]]]
 
 
 @pytest.fixture
-async def client(hosts: Hosts) -> Any:
-    async with AsyncDashScope(
-        api_key="sk-e2e-key", base_url=hosts.url("api", "/api/v1"), workspace="ws-e2e"
-    ) as client:
-        yield client
+def served() -> Serve:
+    """Serve an emulator (``EmulatorConfig`` overrides as keywords) and give a client for it.
+
+    The client sends a workspace header too, so a leak of either credential would show.
+    """
+
+    @asynccontextmanager
+    async def serve(**overrides: Any) -> AsyncIterator[tuple[RunningServer, AsyncDashScope]]:
+        emulator = Emulator(EmulatorConfig(time_scale=0.01, seed=5), **overrides)
+        async with (
+            emulator.serve() as server,
+            AsyncDashScope(
+                api_key=server.api_key, base_url=server.base_url, workspace="ws-e2e"
+            ) as client,
+        ):
+            yield server, client
+
+    return serve
+
+
+async def generate(client: AsyncDashScope, request: StyleRepaint | SketchToImage) -> TaskResult:
+    """Submit and wait, polling often: the tasks take about 0.2 s here."""
+    task = await client.submit(request)
+    return await client.wait(task.task_id, poll_interval=0.05)
+
+
+def image_size(data: bytes) -> tuple[int, int]:
+    with Image.open(io.BytesIO(data)) as image:
+        return image.size
+
+
+# --- a local file in --------------------------------------------------------------------------
 
 
 @pytest.mark.anyio
-async def test_a_local_file_goes_up_and_the_submit_points_at_it(
-    client: AsyncDashScope, hosts: Hosts, tmp_path: Path
-) -> None:
+async def test_a_local_file_is_uploaded_and_the_task_sees_it(served: Serve, tmp_path: Path) -> None:
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(make_image("JPEG", 400, 500))
+    async with served() as (server, client):
+        result = await generate(client, StyleRepaint(photo, style=2))
+        emulator = server.emulator
+        task = emulator.task(result.task_id)
+        assert isinstance(task.body, RepaintBody)
+        image_url = task.body.input.image_url
+        assert image_url.startswith("oss://")
+        assert task.oss_resolve  # the submit carried X-DashScope-OssResourceResolve: enable
+        assert emulator.stored_object(image_url) == photo.read_bytes()
+        assert task.failure is None  # the service fetched the upload and found it a fine image
+        # The repaint is drawn from the input: its 4:5 shape, short side 1536.
+        async with httpx.AsyncClient() as raw:
+            drawn = (await raw.get(result.images[0].url)).content
+        assert image_size(drawn) == (1536, 1920)
+        assert emulator.stats.uploads == 1
+        assert emulator.stats.requests["upload_policy"] == 1
+        assert emulator.stats.credential_leaks == []
+
+
+@pytest.mark.anyio
+async def test_two_files_with_the_same_name_are_two_objects(served: Serve, tmp_path: Path) -> None:
     photo_a, photo_b = tmp_path / "a" / "photo.jpg", tmp_path / "b" / "photo.jpg"
     for side, photo in enumerate((photo_a, photo_b)):
         photo.parent.mkdir()
         photo.write_bytes(make_image("JPEG", 400 + side, 500))
-    before = len(hosts.submits)
-    await client.submit(StyleRepaint(photo_a, style=2))
-    await client.submit(StyleRepaint(str(photo_b), style_ref=photo_a))
+    async with served() as (server, client):
+        first = await client.submit(StyleRepaint(photo_a, style=2))
+        second = await client.submit(StyleRepaint(str(photo_b), style_ref=photo_a))
+        emulator = server.emulator
+        body_a, body_b = emulator.task(first.task_id).body, emulator.task(second.task_id).body
+        assert isinstance(body_a, RepaintBody) and isinstance(body_b, RepaintBody)
+        key_a, key_b = body_a.input.image_url, body_b.input.image_url
+        assert key_a != key_b  # same file name, two keys: nothing overwritten
+        assert emulator.stored_object(key_a) == photo_a.read_bytes()
+        assert emulator.stored_object(key_b) == photo_b.read_bytes()
+        assert body_b.input.style_ref_url == key_a  # the same bytes again: the upload is reused
+        assert emulator.stats.uploads == 2
+        assert emulator.stats.requests["upload_policy"] == 1  # the policy is cached per model
+        await client.wait(second.task_id, poll_interval=0.05)
+        assert emulator.task(second.task_id).failure is None
+        assert emulator.stats.credential_leaks == []
 
-    (headers_a, body_a), (headers_b, body_b) = hosts.submits[before:]
-    key_a = body_a["input"]["image_url"].removeprefix("oss://")
-    key_b = body_b["input"]["image_url"].removeprefix("oss://")
-    assert key_a != key_b  # same file name, two objects: nothing overwritten
-    assert hosts.objects[key_a] == await anyio.Path(photo_a).read_bytes()
-    assert hosts.objects[key_b] == await anyio.Path(photo_b).read_bytes()
-    assert body_b["input"]["style_ref_url"] == body_a["input"]["image_url"]  # reused upload
-    assert headers_a["x-dashscope-ossresourceresolve"] == "enable"
-    assert headers_b["x-dashscope-ossresourceresolve"] == "enable"
-    assert hosts.leaks == []
+
+# --- rejected before anything is sent ---------------------------------------------------------
+
+#: (case, model, field, image (format, width, height), what the error says)
+INVALID = [
+    ("repaint-format", "repaint", "image", ("TIFF", 512, 512), "is TIFF"),
+    ("sketch-format", "sketch", "sketch", ("BMP", 512, 512), "is BMP"),
+    ("style-ref-format", "repaint", "style_ref", ("GIF", 512, 512), "is GIF"),
+    ("too-small", "repaint", "image", ("PNG", 255, 400), "at least 256"),
+    ("repaint-too-large", "repaint", "image", ("PNG", 3300, 3300), "at most 5760x3240"),
+    ("sketch-too-large", "sketch", "sketch", ("PNG", 2100, 1500), "at most 2048x2048"),
+    ("aspect", "repaint", "image", ("PNG", 1100, 520), "2.12:1"),
+]
+
+
+def request_for(model: str, field: str, path: Path, good: Path) -> StyleRepaint | SketchToImage:
+    if model == "sketch":
+        return SketchToImage(path, prompt="a towering tree")
+    if field == "style_ref":
+        return StyleRepaint(good, style_ref=path)
+    return StyleRepaint(path, style=2)
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("model", "field", "image", "fragment"), [c[1:] for c in INVALID], ids=[c[0] for c in INVALID]
+)
 async def test_a_rejected_file_sends_no_request(
-    client: AsyncDashScope, hosts: Hosts, tmp_path: Path
+    served: Serve,
+    tmp_path: Path,
+    model: str,
+    field: str,
+    image: tuple[str, int, int],
+    fragment: str,
 ) -> None:
-    sketch = tmp_path / "huge.png"
-    sketch.write_bytes(make_image("PNG", 2100, 1500))
-    seen = len(hosts.requests)
-    with pytest.raises(ValidationError, match="at most 2048x2048"):
-        await client.submit(SketchToImage(sketch, prompt="a towering tree"))
-    assert len(hosts.requests) == seen
+    good = tmp_path / "good.png"
+    good.write_bytes(make_image("PNG", 512, 512))
+    bad = tmp_path / "bad-input.img"
+    bad.write_bytes(make_image(*image))
+    async with served() as (server, client):
+        with pytest.raises(ValidationError) as caught:
+            await client.submit(request_for(model, field, bad, good))
+        assert caught.value.field == field
+        assert str(bad) in caught.value.rule and fragment in caught.value.rule
+        # Not even the upload policy (a credentialed call) was asked for.
+        assert server.emulator.stats.requests == {}
 
 
 @pytest.mark.anyio
-async def test_downloads_equal_the_stored_bytes_and_expired_urls_fail(
-    client: AsyncDashScope, hosts: Hosts, tmp_path: Path
+async def test_a_file_over_10_mb_and_a_non_image_send_no_request(
+    served: Serve, tmp_path: Path
 ) -> None:
-    image = make_image("PNG", 1536, 2048)
-    hosts.objects["results/t-1/0.png"] = image
-    fresh = GeneratedImage(hosts.signed_result("results/t-1/0.png", expires_at=time.time() + 3600))
-    path = await client.download(fresh, tmp_path / "out" / "portrait")
-    assert path.name == "portrait.png"
-    assert await anyio.Path(path).read_bytes() == image
+    huge, text = tmp_path / "huge.png", tmp_path / "notes.png"
+    with huge.open("wb") as file:
+        file.write(make_image("PNG", 512, 512))
+        file.truncate(11 * 1024 * 1024)
+    text.write_text("not a picture\n")
+    async with served() as (server, client):
+        with pytest.raises(ValidationError, match=r"huge\.png: is 11,534,336 bytes"):
+            await client.submit(SketchToImage(huge, prompt="a towering tree"))
+        with pytest.raises(ValidationError, match=r"notes\.png: is not an image"):
+            await client.submit(StyleRepaint(text, style=2))
+        with pytest.raises(ValidationError, match="no such file"):
+            await client.submit(StyleRepaint(tmp_path / "missing.jpg", style=2))
+        assert server.emulator.stats.requests == {}
 
-    # Expired a minute ago: within the clock allowance, so the result host is asked (403).
-    stale = GeneratedImage(hosts.signed_result("results/t-1/0.png", expires_at=time.time() - 60))
-    with pytest.raises(ResultExpiredError) as caught:
-        await client.download(stale, tmp_path / "out" / "stale.png")
-    assert caught.value.url == hosts.url("results", "/results/t-1/0.png")
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["portrait.png"]
-    assert hosts.leaks == []
+
+# --- images out -------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_downloads_equal_what_the_result_host_serves(served: Serve, tmp_path: Path) -> None:
+    sketch = tmp_path / "tree.png"
+    sketch.write_bytes(make_image("PNG", 512, 512))
+    async with served() as (server, client):
+        result = await generate(client, SketchToImage(sketch, prompt="a towering tree", n=2))
+        saved = [
+            await client.download(image, tmp_path / "out" / f"tree-{image.index}")
+            for image in result.images
+        ]
+        assert [path.name for path in saved] == ["tree-0.png", "tree-1.png"]
+        async with httpx.AsyncClient() as raw:
+            for image, path in zip(result.images, saved, strict=True):
+                served_bytes = (await raw.get(image.url)).content
+                assert await anyio.Path(path).read_bytes() == served_bytes
+        assert image_size(served_bytes) == (768, 768)
+        assert server.emulator.stats.downloads == 4  # two by the client, two raw
+        # Only the finished files: no temporary file left beside them.
+        assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["tree-0.png", "tree-1.png"]
+        assert server.emulator.stats.credential_leaks == []
+
+
+@pytest.mark.anyio
+async def test_a_result_url_the_host_calls_expired_is_result_expired(
+    served: Serve, tmp_path: Path
+) -> None:
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(make_image("PNG", 512, 512))
+    # URLs expire as their task ends: the result host answers 403 AccessDenied, as OSS does.
+    async with served(result_url_lifetime=0.0) as (server, client):
+        result = await generate(client, StyleRepaint(photo, style=2))
+        with pytest.raises(ResultExpiredError, match="HTTP 403") as caught:
+            await client.download(result.images[0], tmp_path / "out" / "late.png")
+        assert caught.value.url == result.images[0].url.split("?", 1)[0]
+        assert server.emulator.stats.requests["result"] == 1
+        assert server.emulator.stats.downloads == 0
+        assert list((tmp_path / "out").iterdir()) == []  # no partial file left behind
+        assert server.emulator.stats.credential_leaks == []
+
+
+@pytest.mark.anyio
+async def test_a_result_url_long_past_its_expiry_is_refused_without_a_request(
+    served: Serve, tmp_path: Path
+) -> None:
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(make_image("PNG", 512, 512))
+    # The service's clock two days back: its 24-hour URLs expired a day ago by our clock.
+    two_days_ago = datetime.now(UTC) - timedelta(days=2)
+    async with served(wall_start=two_days_ago) as (server, client):
+        result = await generate(client, StyleRepaint(photo, style=2))
+        with pytest.raises(ResultExpiredError, match="24 hours"):
+            await client.download(result.images[0], tmp_path / "old.png")
+        assert server.emulator.stats.requests["result"] == 0
+        assert server.emulator.stats.credential_leaks == []
+
+
+@pytest.fixture(autouse=True)
+def _no_stray_files(tmp_path: Path) -> Iterator[None]:
+    yield
+    assert not list(tmp_path.rglob(".*.part"))
