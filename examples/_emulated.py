@@ -1,30 +1,41 @@
 """Run an example against the built-in emulator instead of the service (``--emulator``).
 
-The emulator (``dashscope_async.testing``, extra ``testing``) serves the real protocol on a
-loopback port; tasks run ``time_scale`` times their real duration. Input portraits are drawn
-here with Pillow and uploaded as local files, the way your own files would be.
+The emulator (``dashscope_async.testing``, extra ``testing``) serves the real protocol on three
+loopback ports (API, uploads, results); tasks run ``time_scale`` times their real duration. The
+input portrait is drawn here with Pillow and sent as a local file, the way your own files would
+be: the client checks it, uploads it and submits it as ``oss://``.
 """
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import anyio
 import attrs
 
 import dashscope_async as ds
+from dashscope_async.testing import Emulator, EmulatorConfig
+
+#: Tasks run this many times their real duration: a 15-second repaint takes under a second.
+TIME_SCALE = 0.05
 
 
 @attrs.frozen
 class Emulated:
-    """A client wired to a running emulator, and a portrait file to send it."""
+    """A client wired to a running emulator, the emulator itself, and a portrait file to send.
+
+    Attributes:
+        client: an ``AsyncDashScope`` for the emulator's API host.
+        emulator: the emulator (its ``stats``, ``tasks``, ``faults``).
+        portrait: a 512x640 PNG on disk.
+    """
 
     client: ds.AsyncDashScope
+    emulator: Emulator
     portrait: Path
 
 
@@ -41,8 +52,8 @@ def _draw_portrait(folder: Path) -> Path:
 
 
 @asynccontextmanager
-async def emulated(time_scale: float = 0.05) -> AsyncIterator[Emulated]:
-    """Start the emulator on 127.0.0.1 and give a client for it.
+async def emulated(time_scale: float = TIME_SCALE) -> AsyncIterator[Emulated]:
+    """Serve the emulator on 127.0.0.1 and give a client for it, with a portrait to send.
 
     Example:
         ```python
@@ -50,17 +61,16 @@ async def emulated(time_scale: float = 0.05) -> AsyncIterator[Emulated]:
             result = await service.client.generate(ds.StyleRepaint(service.portrait, style="anime"))
         ```
     """
-    try:
-        testing: Any = importlib.import_module("dashscope_async.testing")
-        emulator = testing.Emulator(testing.EmulatorConfig(time_scale=time_scale))
-    except (ImportError, AttributeError):
+    missing = [name for name in ("PIL", "uvicorn") if importlib.util.find_spec(name) is None]
+    if missing:
         raise SystemExit(
             "the emulator needs the testing extra: pip install 'dashscope-async[testing]'"
-        ) from None
+        )
+    emulator = Emulator(EmulatorConfig(time_scale=time_scale))
     with tempfile.TemporaryDirectory() as folder:
         portrait = await anyio.to_thread.run_sync(_draw_portrait, Path(folder))
-        async with emulator.serve() as server:
-            async with ds.AsyncDashScope(
-                api_key=str(server.api_key), base_url=str(server.base_url)
-            ) as client:
-                yield Emulated(client=client, portrait=portrait)
+        async with (
+            emulator.serve() as server,
+            ds.AsyncDashScope(api_key=server.api_key, base_url=server.base_url) as client,
+        ):
+            yield Emulated(client=client, emulator=emulator, portrait=portrait)

@@ -13,14 +13,24 @@ Run it (needs ``pip install 'dashscope-async' fastapi uvicorn``)::
     curl -X POST localhost:8000/repaint -H 'content-type: application/json' \\
          -d '{"image_url": "https://example.com/me.jpg", "style": "anime"}'
 
-Without an account, point it at the emulator: run ``python -m dashscope_async.testing --port 8001``
-and ``export DASHSCOPE_HTTP_BASE_URL=http://127.0.0.1:8001/api/v1 DASHSCOPE_API_KEY=sk-emulator``.
+Without an account, run it against the built-in emulator (extra ``testing``); it serves the
+emulator on loopback for the app's lifetime and prints sample image URLs to send::
+
+    uvicorn examples.fastapi_app:emulated_app
+
+Or run the emulator on its own (``python -m dashscope_async.testing --port 8001``) and point the
+app at it: ``export DASHSCOPE_HTTP_BASE_URL=http://127.0.0.1:8001/api/v1
+DASHSCOPE_API_KEY=sk-emulator``.
+
+The app takes image URLs only: a path in a request body would have the server read and upload
+its own files.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -64,15 +74,19 @@ def get_runner(request: Request) -> ds.AsyncTaskRunner:
 
 Runner = Annotated[ds.AsyncTaskRunner, Depends(get_runner)]
 
+#: Makes the app's client: ``ds.AsyncDashScope`` itself, or any ``async with`` that yields one.
+Connect = Callable[[], AbstractAsyncContextManager[ds.AsyncDashScope]]
+
 
 def create_app(
-    connect: Callable[[], ds.AsyncDashScope] = ds.AsyncDashScope,
+    connect: Connect = ds.AsyncDashScope,
     *,
     limits: ds.Limits | None = None,
     poll: ds.PollPolicy | None = None,
     budget: ds.Budget | None = None,
 ) -> FastAPI:
-    """Build the app. ``connect`` makes the client (tests pass one wired to the emulator).
+    """Build the app. ``connect`` makes the client, entered for the app's lifetime (tests pass
+    one wired to the emulator).
 
     Example:
         ```python
@@ -97,16 +111,16 @@ def create_app(
     @app.post("/repaint")
     async def repaint(body: RepaintIn, runner: Runner) -> ImagesOut:
         """Repaint one portrait; answers when the image is ready."""
-        request = _build(lambda: ds.StyleRepaint(body.image_url, style=body.style))
+        image_url = _web_url("image_url", body.image_url)
+        request = _build(lambda: ds.StyleRepaint(image_url, style=body.style))
         return await _run(runner, request)
 
     @app.post("/sketch")
     async def sketch(body: SketchIn, runner: Runner) -> ImagesOut:
         """Turn one sketch into images; answers when they are ready."""
+        sketch_url = _web_url("sketch_url", body.sketch_url)
         request = _build(
-            lambda: ds.SketchToImage(
-                body.sketch_url, prompt=body.prompt, style=body.style, n=body.n
-            )
+            lambda: ds.SketchToImage(sketch_url, prompt=body.prompt, style=body.style, n=body.n)
         )
         return await _run(runner, request)
 
@@ -116,6 +130,13 @@ def create_app(
         return {"status": "ok"}
 
     return app
+
+
+def _web_url(field: str, value: str) -> str:
+    # The library also takes local paths and uploads the file: never from a caller's input.
+    if not value.startswith(("https://", "http://")):
+        raise HTTPException(status_code=422, detail=f"{field}: must be an http(s) URL")
+    return value
 
 
 def _build(make: Callable[[], ds.Request]) -> ds.Request:
@@ -147,5 +168,30 @@ async def _run(runner: ds.AsyncTaskRunner, request: ds.Request) -> ImagesOut:
     )
 
 
+@asynccontextmanager
+async def connect_to_emulator() -> AsyncIterator[ds.AsyncDashScope]:
+    """The emulator served on loopback for the app's lifetime, and a client for it.
+
+    Example:
+        ```python
+        app = create_app(connect_to_emulator)
+        ```
+    """
+    from examples._emulated import emulated
+
+    async with emulated() as service:
+        emulator = service.emulator
+        # A plain print: the served emulator sets uvicorn's own loggers to warnings only.
+        print(
+            f"emulator ready: POST /repaint with image_url={emulator.sample_image_url('portrait')},"
+            f" POST /sketch with sketch_url={emulator.sample_image_url('sketch')}",
+            file=sys.stderr,
+            flush=True,
+        )
+        yield service.client
+
+
 # ``uvicorn examples.fastapi_app:app``: the client reads DASHSCOPE_API_KEY when the app starts.
 app = create_app(poll=ds.PollPolicy(deadline=REQUEST_DEADLINE))
+# ``uvicorn examples.fastapi_app:emulated_app``: no account needed.
+emulated_app = create_app(connect_to_emulator, poll=ds.PollPolicy(deadline=REQUEST_DEADLINE))
