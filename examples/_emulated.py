@@ -52,8 +52,11 @@ def _draw_portrait(folder: Path) -> Path:
 
 
 @asynccontextmanager
-async def emulated(time_scale: float = TIME_SCALE) -> AsyncIterator[Emulated]:
+async def emulated(time_scale: float | None = None) -> AsyncIterator[Emulated]:
     """Serve the emulator on 127.0.0.1 and give a client for it, with a portrait to send.
+
+    Args:
+        time_scale: multiplies the service's run times (``TIME_SCALE`` when None).
 
     Example:
         ```python
@@ -66,7 +69,7 @@ async def emulated(time_scale: float = TIME_SCALE) -> AsyncIterator[Emulated]:
         raise SystemExit(
             "the emulator needs the testing extra: pip install 'dashscope-async[testing]'"
         )
-    emulator = Emulator(EmulatorConfig(time_scale=time_scale))
+    emulator = Emulator(EmulatorConfig(time_scale=TIME_SCALE if time_scale is None else time_scale))
     with tempfile.TemporaryDirectory() as folder:
         portrait = await anyio.to_thread.run_sync(_draw_portrait, Path(folder))
         async with (

@@ -1,8 +1,11 @@
-"""The examples run: the FastAPI app through httpx's ASGI transport, the bot, the bulk script.
+"""The examples run against the emulator: the FastAPI app through httpx's ASGI transport, the
+bot, the bulk script.
 
-Each example takes its client from the caller, so here it gets a stand-in service on the test's
-virtual clock: jobs that take seconds on the service take no real time, and the checks can look
-at what the service saw (tasks in progress, submissions) as well as at what the example answered.
+Each example takes its client from the caller, so here it gets ``Emulator.client()``: the
+emulator in-process on the test's virtual clock, where a 15-second repaint takes no real time.
+The checks look at what the emulator saw (tasks in progress, submissions, uploads, downloads) as
+well as at what the example answered. One test runs the FastAPI app's own emulator mode, served
+on loopback.
 """
 
 from __future__ import annotations
@@ -18,20 +21,21 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from fastapi import FastAPI
 
 import dashscope_async as ds
+from dashscope_async._wire import RepaintBody
+from dashscope_async.testing import Emulator, EmulatorConfig
 from examples import bot as bot_example
 from examples import bulk as bulk_example
 from examples import fastapi_app
-from tests.fake_service import FakeClient
 from tests.images_util import make_image
 from tests.virtual_time import VirtualTimeEventLoop
 
 pytestmark = pytest.mark.timeout(30)
 
-PORTRAIT = "https://images.example/portrait.jpg"
-SKETCH = "https://images.example/tree.png"
-PNG = make_image("PNG", 16, 16)
+REPAINT = ds.STYLE_REPAINT.name
+SKETCH = ds.SKETCH_TO_IMAGE.name
 
 
 @pytest.fixture
@@ -39,32 +43,14 @@ def anyio_backend(virtual_anyio_backend: tuple[str, dict[str, Any]]) -> tuple[st
     return virtual_anyio_backend
 
 
-def _serve_png(request: httpx.Request) -> httpx.Response:
-    return httpx.Response(200, content=PNG, headers={"content-type": "image/png"})
-
-
 @pytest.fixture
-async def service() -> AsyncIterator[FakeClient]:
-    """The service: tasks run 1 s (virtual), results are served as PNGs with no sockets."""
-    fake = FakeClient(run_seconds=1.0)
-    async with httpx.AsyncClient(transport=httpx.MockTransport(_serve_png)) as http:
-        fake.http = http  # type: ignore[assignment]
-        yield fake
-
-
-def peak_in_progress(fake: FakeClient, model: str) -> int:
-    """The most tasks of ``model`` the service ever had in progress at once."""
-    starts = [task.created for task in fake.tasks.values() if task.request.model == model]
-    return max((fake.in_progress(model, at) for at in starts), default=0)
+def emulator() -> Emulator:
+    """The service in-process, at its own pace (virtual time makes that free)."""
+    return Emulator(EmulatorConfig(seed=3))
 
 
 @asynccontextmanager
-async def app_client(fake: FakeClient, **options: Any) -> AsyncIterator[httpx.AsyncClient]:
-    @asynccontextmanager
-    async def connect() -> AsyncIterator[ds.AsyncDashScope]:
-        yield fake.as_client()
-
-    app = fastapi_app.create_app(lambda: connect(), **options)  # type: ignore[arg-type, return-value]
+async def app_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     # httpx's ASGI transport does not run the lifespan; enter it as the server would.
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
@@ -72,18 +58,23 @@ async def app_client(fake: FakeClient, **options: Any) -> AsyncIterator[httpx.As
             yield http
 
 
+def emulated_app(emulator: Emulator, **options: Any) -> FastAPI:
+    return fastapi_app.create_app(emulator.client, **options)
+
+
 # --- FastAPI ----------------------------------------------------------------------------------
 
 
 @pytest.mark.anyio
 async def test_fastapi_concurrent_requests_share_one_runner_and_keep_the_limit(
-    service: FakeClient,
+    emulator: Emulator,
 ) -> None:
-    async with app_client(service) as http:
+    portrait = emulator.sample_image_url("portrait")
+    async with app_client(emulated_app(emulator)) as http:
         responses: list[httpx.Response] = []
 
         async def call(style: str) -> None:
-            body = {"image_url": PORTRAIT, "style": style}
+            body = {"image_url": portrait, "style": style}
             responses.append(await http.post("/repaint", json=body))
 
         async with anyio.create_task_group() as group:
@@ -92,41 +83,79 @@ async def test_fastapi_concurrent_requests_share_one_runner_and_keep_the_limit(
 
     assert [r.status_code for r in responses] == [200] * 4
     task_ids = {r.json()["task_id"] for r in responses}
-    assert len(task_ids) == 4
-    assert all(r.json()["image_urls"] for r in responses)
-    # Four requests at once, one account: never more than one task in progress.
-    assert peak_in_progress(service, ds.STYLE_REPAINT.name) == 1
+    assert task_ids == set(emulator.tasks)
+    assert all(emulator.status(task_id) is ds.TaskStatus.SUCCEEDED for task_id in task_ids)
+    assert all(len(r.json()["image_urls"]) == 1 for r in responses)
+    stats = emulator.stats
+    # Four requests at once, one account: one task in progress, at most 2 submits a second,
+    # so the service never had to queue or throttle anything.
+    assert stats.peak_in_progress[REPAINT] == 1
+    assert stats.max_submits_in_any_window(REPAINT, 1.0) <= 2
+    assert stats.throttled == 0
 
 
 @pytest.mark.anyio
-async def test_fastapi_bad_input_is_a_422_and_sends_nothing(service: FakeClient) -> None:
-    async with app_client(service) as http:
-        bad_style = await http.post("/repaint", json={"image_url": PORTRAIT, "style": "nope"})
-        bad_n = await http.post("/sketch", json={"sketch_url": SKETCH, "prompt": "a tree", "n": 9})
+async def test_fastapi_bad_input_is_a_422_and_sends_nothing(emulator: Emulator) -> None:
+    sketch = emulator.sample_image_url("sketch")
+    async with app_client(emulated_app(emulator)) as http:
+        bad_style = await http.post(
+            "/repaint", json={"image_url": emulator.sample_image_url(), "style": "nope"}
+        )
+        bad_n = await http.post("/sketch", json={"sketch_url": sketch, "prompt": "a tree", "n": 9})
+        # A path would have the server read and upload its own file: refused.
+        server_file = await http.post("/repaint", json={"image_url": "/etc/hostname"})
     assert bad_style.status_code == 422
     assert "style" in bad_style.json()["detail"]
     assert bad_n.status_code == 422
-    assert service.submit_times == []
+    assert server_file.status_code == 422
+    assert server_file.json()["detail"] == "image_url: must be an http(s) URL"
+    assert emulator.stats.requests == {}
 
 
 @pytest.mark.anyio
-async def test_fastapi_failed_task_answers_with_its_code(service: FakeClient) -> None:
-    service.failing_prompts.add("a broken tree")
-    async with app_client(service) as http:
-        failed = await http.post("/sketch", json={"sketch_url": SKETCH, "prompt": "a broken tree"})
-        good = await http.post("/sketch", json={"sketch_url": SKETCH, "prompt": "a tree", "n": 2})
+async def test_fastapi_failed_task_answers_with_its_code(emulator: Emulator) -> None:
+    sketch = emulator.sample_image_url("sketch")
+    emulator.faults.fail_tasks(code="InternalError.Algo")  # the next task fails
+    async with app_client(emulated_app(emulator)) as http:
+        failed = await http.post("/sketch", json={"sketch_url": sketch, "prompt": "a broken tree"})
+        good = await http.post("/sketch", json={"sketch_url": sketch, "prompt": "a tree", "n": 2})
     assert failed.status_code == 422
     assert "InternalError.Algo" in failed.json()["detail"]
     assert good.status_code == 200
+    assert len(good.json()["image_urls"]) == 2
+    assert emulator.stats.submissions[SKETCH] == 2
 
 
 @pytest.mark.anyio
-async def test_fastapi_over_budget_is_a_402(service: FakeClient) -> None:
-    async with app_client(service, budget=ds.Budget(images=1)) as http:
-        first = await http.post("/repaint", json={"image_url": PORTRAIT, "style": "anime"})
-        second = await http.post("/repaint", json={"image_url": PORTRAIT, "style": "anime"})
+async def test_fastapi_over_budget_is_a_402(emulator: Emulator) -> None:
+    body = {"image_url": emulator.sample_image_url(), "style": "anime"}
+    async with app_client(emulated_app(emulator, budget=ds.Budget(images=1))) as http:
+        first = await http.post("/repaint", json=body)
+        second = await http.post("/repaint", json=body)
     assert (first.status_code, second.status_code) == (200, 402)
-    assert len(service.submit_times) == 1
+    assert emulator.stats.submissions[REPAINT] == 1
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # real time: FastAPI apps run on asyncio
+async def test_fastapi_emulator_mode_serves_the_emulator_for_the_apps_lifetime(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The emulator mode as ``uvicorn examples.fastapi_app:emulated_app`` runs it, only faster.
+    monkeypatch.setattr("examples._emulated.TIME_SCALE", 0.005)
+    app = fastapi_app.create_app(fastapi_app.connect_to_emulator)
+    async with app_client(app) as http:
+        ready = capsys.readouterr().err
+        sample = ready.split("image_url=", 1)[1].split(",", 1)[0]
+        answer = await http.post("/repaint", json={"image_url": sample, "style": "anime"})
+        assert answer.status_code == 200, answer.text
+        async with httpx.AsyncClient() as raw:
+            image = await raw.get(answer.json()["image_urls"][0])
+        assert image.headers["content-type"] == "image/png"
+    # Leaving the lifespan stopped the emulator's server.
+    async with httpx.AsyncClient() as raw:
+        with pytest.raises(httpx.ConnectError):
+            await raw.get(sample)
 
 
 # --- the bot ----------------------------------------------------------------------------------
@@ -135,28 +164,28 @@ async def test_fastapi_over_budget_is_a_402(service: FakeClient) -> None:
 def test_bot_gives_every_user_a_fair_turn_and_progress() -> None:
     # The bot is plain asyncio, as bot frameworks are: run it on a virtual-time asyncio loop.
     sent: list[tuple[str, str]] = []
+    emulator = Emulator(EmulatorConfig(seed=4))
+    portrait = emulator.sample_image_url("portrait")
 
     async def send(user: str, text: str) -> None:
         sent.append((user, text))
 
-    async def scenario() -> FakeClient:
-        service = FakeClient(run_seconds=15.0)
-        async with ds.AsyncTaskRunner(service.as_client()) as runner:
+    async def scenario() -> None:
+        async with ds.AsyncTaskRunner(emulator.client()) as runner:
             bot = bot_example.Bot(runner, send, in_flight=1)
             serving = asyncio.ensure_future(bot.serve())
             for _ in range(4):
-                await bot.handle("ann", ds.StyleRepaint(PORTRAIT, style=ds.RepaintStyle.ANIME))
-            await bot.handle("bob", ds.StyleRepaint(PORTRAIT, style=ds.RepaintStyle.CLAY_WORLD))
-            await bot.handle("cy", ds.StyleRepaint(PORTRAIT, style=ds.RepaintStyle.PIXEL_WORLD))
+                await bot.handle("ann", ds.StyleRepaint(portrait, style=ds.RepaintStyle.ANIME))
+            await bot.handle("bob", ds.StyleRepaint(portrait, style=ds.RepaintStyle.CLAY_WORLD))
+            await bot.handle("cy", ds.StyleRepaint(portrait, style=ds.RepaintStyle.PIXEL_WORLD))
             async with asyncio.timeout(600):
                 await bot.drained()
             serving.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await serving
-        return service
 
     with asyncio.Runner(loop_factory=VirtualTimeEventLoop) as runner:
-        service = runner.run(scenario())
+        runner.run(scenario())
 
     done = [(user, text) for user, text in sent if "done!" in text]
     assert len(done) == 6
@@ -171,13 +200,21 @@ def test_bot_gives_every_user_a_fair_turn_and_progress() -> None:
             kinds = [step.split(": ", 1)[1].split(" ")[0] for step in steps]
             # Each photo's messages arrive in order: queued, started, painting, done.
             assert kinds == ["queued,", "started.", "painting...", "done!"], steps
-    assert peak_in_progress(service, ds.STYLE_REPAINT.name) == 1
+    # The order the emulator saw matches the order the users were answered.
+    bodies = [task.body for task in emulator.tasks.values()]
+    styles = [body.input.style_index for body in bodies if isinstance(body, RepaintBody)]
+    assert styles[:3] == [
+        ds.RepaintStyle.ANIME,
+        ds.RepaintStyle.CLAY_WORLD,
+        ds.RepaintStyle.PIXEL_WORLD,
+    ]
+    assert emulator.stats.peak_in_progress[REPAINT] == 1
 
 
 def test_fair_queue_hands_out_round_robin() -> None:
     async def scenario() -> list[str]:
         queue = bot_example.FairQueue()
-        request = ds.StyleRepaint(PORTRAIT, style=ds.RepaintStyle.ANIME)
+        request = ds.StyleRepaint("https://images.example/me.jpg", style=ds.RepaintStyle.ANIME)
         for user, count in (("ann", 3), ("bob", 2), ("cy", 1)):
             for number in range(1, count + 1):
                 await queue.put(bot_example.PhotoRequest(user, number, request))
@@ -192,31 +229,50 @@ def test_fair_queue_hands_out_round_robin() -> None:
 
 @pytest.mark.anyio
 async def test_bulk_keeps_input_order_stops_at_the_cap_and_saves_images(
-    service: FakeClient, tmp_path: Path
+    tmp_path: Path,
 ) -> None:
-    sources = [f"https://images.example/person-{i}.jpg" for i in range(5)]
+    emulator = Emulator(EmulatorConfig(seed=5, render_results=False))
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    sources = []
+    for i in range(5):
+        photo = photos / f"person-{i}.jpg"
+        photo.write_bytes(make_image("JPEG", 512 + i, 640))
+        sources.append(str(photo))
     # Three repaints fit in CNY 0.36 at CNY 0.12 each; the other two are never submitted.
     summary = await bulk_example.repaint_all(
-        service.as_client(),
+        emulator.client(),
         sources,
         style=ds.RepaintStyle.ANIME,
-        out=tmp_path,
+        out=tmp_path / "out",
         budget_cny=Decimal("0.36"),
     )
 
     assert (summary.succeeded, summary.failed, summary.over_budget) == (3, 0, 2)
     assert summary.spent_cny == Decimal("0.36")
-    assert len(service.submit_times) == 3
+    stats = emulator.stats
+    assert stats.submissions[REPAINT] == 3
+    assert stats.downloads == 3
+    assert stats.credential_leaks == []
     assert [row["index"] for row in summary.rows] == ["0", "1", "2", "3", "4"]
     assert [row["key"] for row in summary.rows][:2] == ["00000-person-0", "00001-person-1"]
     statuses = [row["status"] for row in summary.rows]
     assert statuses.count("ok") == 3 and statuses.count("over budget") == 2
-    for row in summary.rows:
-        if row["status"] == "ok":
+    async with httpx.AsyncClient(transport=emulator.transport()) as raw:
+        for row in summary.rows:
+            if row["status"] != "ok":
+                continue
             (saved,) = row["files"].split()
-            assert await anyio.Path(saved).read_bytes() == PNG
             assert Path(saved).name.startswith(row["key"])
-    report = await anyio.Path(tmp_path / "report.csv").read_text(encoding="utf-8")
+            task = emulator.task(row["task_id"])
+            # Each job's own photo went into its task, and its file is that task's image.
+            sent = await anyio.Path(sources[int(row["index"])]).read_bytes()
+            assert isinstance(task.body, RepaintBody)
+            assert emulator.stored_object(task.body.input.image_url) == sent
+            info = await emulator.client().get_task(row["task_id"])
+            served = (await raw.get(info.images[0].url)).content
+            assert await anyio.Path(saved).read_bytes() == served
+    report = await anyio.Path(tmp_path / "out" / "report.csv").read_text(encoding="utf-8")
     assert list(csv.DictReader(report.splitlines())) == list(summary.rows)
 
 
