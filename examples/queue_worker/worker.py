@@ -1,9 +1,10 @@
 """A distributed job queue for DashScope image jobs: taskiq workers sharing one RedisLimiter.
 
-Run Redis, then any number of worker processes, on any number of hosts::
+Run Redis, then any number of worker processes, on any number of hosts (from the repository
+root: the example is the package ``examples.queue_worker``)::
 
-    taskiq worker worker:broker --workers 4 --max-async-tasks 8    # in examples/queue_worker/
-    python enqueue.py photo1.jpg-url photo2.jpg-url ...
+    taskiq worker examples.queue_worker.worker:broker --workers 4 --max-async-tasks 8
+    python -m examples.queue_worker.enqueue https://example.com/a.jpg https://example.com/b.jpg
 
 Every worker process has one ``AsyncDashScope`` client and one ``RedisLimiter``; each job runs
 through an ``AsyncTaskRunner`` on that limiter, so the account's limits (2 submits/s and 1 task
@@ -17,17 +18,19 @@ record (milliseconds); DashScope has no idempotency key to close it.
 
 Settings (environment): ``QUEUE_REDIS_URL`` (broker, limiter and task-id records; default
 ``redis://127.0.0.1:6379/0``), ``LIMITER_NAMESPACE`` (default ``dashscope``), ``DASHSCOPE_API_KEY``
-and ``DASHSCOPE_HTTP_BASE_URL`` (read by the client).
+and ``DASHSCOPE_HTTP_BASE_URL`` (read by the client), ``EMULATOR_TIME_SCALE`` (only against the
+emulator: its time scale, so the workers poll when its shortened tasks end).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
 from typing import Any
 
 import redis.asyncio as aioredis
-from taskiq import Context, TaskiqDepends, TaskiqEvents, TaskiqState
+from taskiq import AsyncBroker, Context, TaskiqDepends, TaskiqEvents, TaskiqState
 from taskiq_redis import RedisAsyncResultBackend, RedisStreamBroker
 
 import dashscope_async as ds
@@ -42,16 +45,39 @@ TASK_ID_KEY = NAMESPACE + ":queue:task-id:{job_id}"
 #: Records outlive the service's 24-hour task retention by a little.
 TASK_ID_TTL_SECONDS = 25 * 3600
 
-broker = RedisStreamBroker(
-    REDIS_URL,
-    queue_name=f"{NAMESPACE}:queue:jobs",
-    # "0": a new consumer group also sees jobs enqueued before any worker started.
-    consumer_id="0",
-    # One message per read, so jobs spread over the workers instead of the first one taking all.
-    xread_count=1,
-    # A job whose worker died is handed to another worker after this long without an ack.
-    idle_timeout=int(os.environ.get("QUEUE_IDLE_TIMEOUT_MS", "600000")),
-).with_result_backend(RedisAsyncResultBackend(REDIS_URL, result_ex_time=24 * 3600))
+#: Which worker ran a job (reported with its result).
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def make_broker(redis_url: str, namespace: str) -> AsyncBroker:
+    """The job queue: a Redis stream with acks, and results kept in the same Redis.
+
+    Workers use the module's ``broker``; code that enqueues from elsewhere (another Redis URL
+    or namespace read at run time) can make its own and send through it with
+    ``generate.kicker().with_broker(...)``: a job goes by its task name.
+    """
+    stream: AsyncBroker = RedisStreamBroker(
+        redis_url,
+        queue_name=f"{namespace}:queue:jobs",
+        # "0": a new consumer group also sees jobs enqueued before any worker started.
+        consumer_id="0",
+        # One message per read, so jobs spread over the workers instead of the first one taking all.
+        xread_count=1,
+        # A job whose worker died is handed to another worker after this long without an ack.
+        idle_timeout=int(os.environ.get("QUEUE_IDLE_TIMEOUT_MS", "600000")),
+    )
+    return stream.with_result_backend(RedisAsyncResultBackend(redis_url, result_ex_time=24 * 3600))
+
+
+broker = make_broker(REDIS_URL, NAMESPACE)
+
+
+def poll_policy() -> ds.PollPolicy:
+    """The service's run times, or the emulator's when ``EMULATOR_TIME_SCALE`` says so."""
+    scale = float(os.environ.get("EMULATOR_TIME_SCALE", "1"))
+    return ds.PollPolicy(
+        run_time_priors={name: spec.typical_run_seconds * scale for name, spec in ds.MODELS.items()}
+    )
 
 
 @broker.on_event(TaskiqEvents.WORKER_STARTUP)
@@ -60,6 +86,7 @@ async def open_worker(state: TaskiqState) -> None:
     state.client = ds.AsyncDashScope()
     state.limiter = RedisLimiter(REDIS_URL, namespace=NAMESPACE)
     state.records = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
+    state.poll = poll_policy()
 
 
 @broker.on_event(TaskiqEvents.WORKER_SHUTDOWN)
@@ -85,7 +112,7 @@ async def generate(
     spec: dict[str, Any],
     context: Context = TaskiqDepends(),  # noqa: B008 - taskiq's injection idiom
 ) -> dict[str, Any]:
-    """Run one image job; return its task id and image URLs.
+    """Run one image job; return its task id, image URLs and the worker that ran it.
 
     ``job_id`` is the caller's id for the job (unique per job): it is what makes a redelivered
     job wait for its existing task instead of submitting a second, billed one.
@@ -100,7 +127,9 @@ async def generate(
         result = await state.client.wait(known_task_id)
     else:
         request = build_request(spec)
-        async with ds.AsyncTaskRunner(state.client, limiter=state.limiter) as runner:
+        async with ds.AsyncTaskRunner(
+            state.client, limiter=state.limiter, poll=state.poll
+        ) as runner:
             handle = runner.submit(request, key=job_id)
             task_id = await handle.wait_submitted()
             if task_id is not None:
@@ -110,4 +139,5 @@ async def generate(
         "job_id": job_id,
         "task_id": result.task_id,
         "images": [image.url for image in result.images],
+        "worker": WORKER_ID,
     }
