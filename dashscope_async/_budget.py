@@ -99,22 +99,35 @@ class BudgetLedger:
     reserved_images: int = 0
     reserved_cny: Decimal = Decimal(0)
 
-    def try_reserve(self, model: str, images: int) -> bool:
-        """Reserve a job's worst-case cost; False (nothing reserved) if that would pass the cap."""
-        cost = self.budget.cost(model, images)
+    def fits_now(self, model: str, images: int) -> bool:
+        """Whether a job's worst-case cost fits beside what is spent and reserved now."""
         if (
             self.budget.images is not None
             and self.spent_images + self.reserved_images + images > self.budget.images
         ):
             return False
-        if (
-            self.budget.cny is not None
-            and self.spent_cny + self.reserved_cny + cost > self.budget.cny
-        ):
+        cost = self.budget.cost(model, images)
+        return (
+            self.budget.cny is None or self.spent_cny + self.reserved_cny + cost <= self.budget.cny
+        )
+
+    def try_reserve(self, model: str, images: int) -> bool:
+        """Reserve a job's worst-case cost; False (nothing reserved) if that would pass the cap."""
+        if not self.fits_now(model, images):
             return False
         self.reserved_images += images
-        self.reserved_cny += cost
+        self.reserved_cny += self.budget.cost(model, images)
         return True
+
+    def could_afford(self, model: str, images: int) -> bool:
+        """Whether a job could fit at all, if every reservation were given back.
+
+        A job that fails this check can be turned away before its files are uploaded.
+        """
+        if self.budget.images is not None and self.spent_images + images > self.budget.images:
+            return False
+        cost = self.budget.cost(model, images)
+        return self.budget.cny is None or self.spent_cny + cost <= self.budget.cny
 
     def settle(self, model: str, reserved: int, billed: int) -> None:
         """Replace a reservation by what the service billed (successful images only)."""

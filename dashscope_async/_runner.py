@@ -21,7 +21,7 @@ from collections.abc import (
     Iterable,
     Iterator,
 )
-from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager, suppress
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -70,8 +70,15 @@ RECONCILE_SKEW: Final = timedelta(seconds=30)
 #: Times the task list is read, ``reconcile_grace`` apart, before it counts as proof that an
 #: ambiguous submit created nothing.
 RECONCILE_LOOKS: Final = 3
-#: Task ids this runner created are remembered this long, so reconciling never adopts them.
-KNOWN_TASK_MEMORY: Final = 3600.0
+#: Task ids this runner created are remembered this long, so reconciling never adopts them. A
+#: lost submit is reconciled right away, over tasks created since it was sent, so older ids are
+#: never candidates; with a journal every id is kept, as an intent from an earlier run may be
+#: reconciled hours into this one.
+KNOWN_TASK_MEMORY: Final = 120.0
+#: At most this many ids are remembered (memory stays flat however fast the tasks go; at the
+#: service's 2 submissions/s a model makes 240 in ``KNOWN_TASK_MEMORY``). If younger ids had to
+#: be let go, a lost submit is not reconciled but reported, since it could not be proven.
+KNOWN_TASK_LIMIT: Final = 10_000
 
 _RETRYABLE_POLL_ERRORS: Final = (
     RateLimitError,
@@ -377,6 +384,7 @@ class AsyncTaskRunner:
         self._known_task_ids: set[str] = set()
         self._known_order: deque[tuple[float, str]] = deque()
         self._turnstiles: dict[str, _Turnstile] = {}
+        self._forgot_recent_at = -math.inf
         self._closing = False
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -630,8 +638,14 @@ class AsyncTaskRunner:
         known: Task | None = None
         if entry is not None and entry.state is JobState.SUBMITTED and entry.task_id:
             known = Task(entry.task_id, TaskStatus.PENDING, model)  # re-attach: never resubmit
-        # Uploads happen before the slot is taken: the slot's time belongs to the service.
-        prepared = None if known is not None else await self._client.prepare(request)
+        reserved = request.images_requested if known is None else 0
+        if reserved and self._ledger is not None and not self._ledger.could_afford(model, reserved):
+            raise self._over_budget(state)  # before uploading anything for it
+        # Uploads happen before the slot is taken: the slot's time belongs to the service. A job
+        # that fits the budget only if an earlier one gives images back uploads once it knows.
+        prepared: PreparedInputs | None = None
+        if known is None and (self._ledger is None or self._ledger.fits_now(model, reserved)):
+            prepared = await self._client.prepare(request)
         turnstile = self._turnstiles[model]
         try:
             await turnstile.wait(state.ticket)
@@ -644,7 +658,8 @@ class AsyncTaskRunner:
                 # A submit was sent in an earlier run and its answer never recorded.
                 with anyio.CancelScope(shield=True):
                     known = await self._reconcile(state, entry.model, entry.sent_at, cause=None)
-            reserved = request.images_requested if known is None else 0
+            if known is not None:
+                reserved = 0  # found by reconciling: already running, nothing new to pay for
             # Reserved once the job holds its slot, so jobs still queued never count against
             # the cap while earlier ones may yet give back what they did not spend.
             if (
@@ -652,13 +667,12 @@ class AsyncTaskRunner:
                 and self._ledger is not None
                 and not self._ledger.try_reserve(model, reserved)
             ):
-                raise BudgetExceededError(
-                    f"job {state.index} would pass the budget ({self._ledger.budget}); not submitted"
-                )
+                raise self._over_budget(state)
             billed = 0
             try:
                 if known is None:
-                    assert prepared is not None
+                    if prepared is None:
+                        prepared = await self._client.prepare(request)
                     task = await self._submit(state, prepared)
                 else:
                     task = known
@@ -670,6 +684,12 @@ class AsyncTaskRunner:
                     self._ledger.settle(model, reserved, billed)
         result = state.result = result_or_raise(info)
         return result, await self._save(state, result)
+
+    def _over_budget(self, state: _JobState) -> BudgetExceededError:
+        assert self._ledger is not None
+        return BudgetExceededError(
+            f"job {state.index} would pass the budget ({self._ledger.budget}); not submitted"
+        )
 
     async def _save(self, state: _JobState, result: TaskResult) -> tuple[Path, ...]:
         if self._download_dir is None:
@@ -793,10 +813,15 @@ class AsyncTaskRunner:
         logger.debug("job %d has task %s", state.index, task.task_id)
 
     def _remember(self, task_id: str) -> None:
-        now = self._clock.now()
         self._known_task_ids.add(task_id)
+        if self._journal is not None:
+            return
+        now = self._clock.now()
         self._known_order.append((now, task_id))
-        while self._known_order and self._known_order[0][0] < now - KNOWN_TASK_MEMORY:
+        while self._known_order[0][0] < now - KNOWN_TASK_MEMORY:
+            self._known_task_ids.discard(self._known_order.popleft()[1])
+        if len(self._known_order) > KNOWN_TASK_LIMIT:
+            self._forgot_recent_at = now
             self._known_task_ids.discard(self._known_order.popleft()[1])
 
     async def _reconcile(
@@ -815,6 +840,14 @@ class AsyncTaskRunner:
         """
         if sent_at is None:
             return None  # no submit was ever sent
+        if self._clock.now() - self._forgot_recent_at < KNOWN_TASK_MEMORY:
+            raise AmbiguousSubmitError(
+                f"job {state.index}: the submit got no answer, and this runner made too many"
+                " tasks lately to tell its own from a new one; not resubmitted, to avoid paying"
+                " twice. Check the task list.",
+                model=model,
+                sent_at=sent_at,
+            ) from cause
         since = sent_at - RECONCILE_SKEW
         for look in range(RECONCILE_LOOKS):
             if look:
@@ -1158,7 +1191,9 @@ class Batch:
     def __del__(self) -> None:
         # A batch abandoned mid-iteration (``break`` without ``async with``) stops its work now.
         if getattr(self, "_started", False) and not self._closed:
-            self._cancel()
+            # If the event loop is already gone, the batch's work went with it.
+            with suppress(RuntimeError):
+                self._cancel()
         if hasattr(self, "_send"):
             self._close_streams()
 
