@@ -21,6 +21,7 @@ from ._app import CliError, ExitCode, Settings, configure_logging
 from ._batch import batch
 from ._demo import demo
 from ._emulator import emulator
+from ._journal import journal
 from ._single import repaint, sketch
 from ._styles import styles
 from ._tasks import tasks
@@ -78,7 +79,7 @@ def cli(
     configure_logging(settings)
 
 
-for command in (demo, repaint, sketch, batch, tasks, styles, emulator):
+for command in (demo, repaint, sketch, batch, journal, tasks, styles, emulator):
     cli.add_command(command)
 
 
