@@ -101,7 +101,7 @@ def plot(slots: Sequence[SlotFigures], directory: Path) -> None:
     bars = axes[0].bar(labels, values, color=colors)
     axes[0].bar_label(bars, fmt="%.1f %%", fontsize=9)
     axes[0].set_ylabel("slot utilisation (%)")
-    axes[0].set_ylim(0, 100)
+    axes[0].set_ylim(0, 112)
     axes[0].set_title(f"{SLOT_JOBS} style-repaint jobs at the real limits")
     for f in slots:
         if f.lags:
