@@ -706,7 +706,18 @@ class AsyncTaskRunner:
         state.journal_key = await anyio.to_thread.run_sync(
             job_key, state.request, state.index, state.key
         )
-        return await self._journal.lookup(state.journal_key)
+        entry = await self._journal.lookup(state.journal_key)
+        if entry is not None and state.key is not None:
+            # A derived key contains the fingerprint; a key of the user's choosing does not, and
+            # replaying another request's result under it would be wrong.
+            recorded = await anyio.to_thread.run_sync(fingerprint, state.request)
+            if recorded != entry.fingerprint:
+                raise ValidationError(
+                    f"jobs[{state.index}].key",
+                    f"{state.key!r} is recorded in the journal for a different request;"
+                    " give the changed job a new key, or start a new journal",
+                )
+        return entry
 
     async def _replay(
         self, state: _JobState, entry: JournalEntry

@@ -153,3 +153,17 @@ async def test_cancelled_pending_jobs_run_again_on_resume(tmp_path: Path) -> Non
     outcomes = await run_batch(fake, path)
     assert all(o.ok for o in outcomes)
     assert submits_per_request(fake)[str(BATCH[0].image)] == 2
+
+
+async def test_a_changed_request_under_a_recorded_key_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "batch.sqlite"
+    fake = FakeClient(run_seconds=0.05)
+    first = ds.Job(BATCH[0], key="portrait-1")
+    async with ds.AsyncTaskRunner(fake.as_client(), journal=path, **FAST) as runner:
+        assert all(o.ok for o in [o async for o in runner.map([first])])
+    changed = ds.Job(BATCH[1], key="portrait-1")
+    async with ds.AsyncTaskRunner(fake.as_client(), journal=path, **FAST) as runner:
+        (outcome,) = [o async for o in runner.map([changed])]
+    assert isinstance(outcome.error, ds.ValidationError)
+    assert outcome.error.field == "jobs[0].key"
+    assert len(fake.tasks) == 1  # nothing replayed or sent for the changed job

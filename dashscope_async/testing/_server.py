@@ -143,8 +143,9 @@ class LoopbackServer:
                     asgi_app(self._core, role),
                     http="h11",
                     lifespan="off",
+                    # No logging setup and no log level: inside an app served by uvicorn,
+                    # the emulator must not quieten the host's own uvicorn loggers.
                     log_config=None,
-                    log_level="warning",
                     access_log=False,
                     timeout_graceful_shutdown=1,
                 )
