@@ -153,6 +153,7 @@ class _TaskListing:
 
     fetch_page: Callable[[Mapping[str, str | int]], Awaitable[_wire.TaskListWire]]
     queries: list[dict[str, str | int]]
+    before_page: Callable[[], Awaitable[None]] | None = None
     _window: int = 0
     _page_no: int = 1
     _buffer: deque[TaskListItem] = attrs.field(factory=deque)
@@ -170,6 +171,8 @@ class _TaskListing:
         while not self._buffer:
             if self._window >= len(self.queries):
                 raise StopAsyncIteration
+            if self.before_page is not None:
+                await self.before_page()
             page = await self.fetch_page({**self.queries[self._window], "page_no": self._page_no})
             for entry in page.data:
                 if entry.task_id not in self._seen:
@@ -384,8 +387,13 @@ class AsyncDashScope:
             retry_throttled=retry_throttled,
         )
 
-    async def get_task(self, task_id: str) -> TaskInfo:
+    async def get_task(self, task_id: str, *, retry: bool = True) -> TaskInfo:
         """One task's status and results (``GET /tasks/{task_id}``).
+
+        Args:
+            task_id: the task's id.
+            retry: retry a throttled or failed poll here (default). Pass False when you
+                schedule polls yourself: each attempt is then one request you metered.
 
         Returns:
             A ``TaskInfo``; a ``TaskResult`` when the task SUCCEEDED.
@@ -397,7 +405,9 @@ class AsyncDashScope:
             ```
         """
         path = f"/tasks/{_check_task_id(task_id)}"
-        return await self._call("GET", path, kind=CallKind.READ, parse=_wire.task_info_from_wire)
+        return await self._call(
+            "GET", path, kind=CallKind.READ, parse=_wire.task_info_from_wire, retry=retry
+        )
 
     async def cancel_task(self, task_id: str) -> None:
         """Cancel a PENDING task (``POST /tasks/{task_id}/cancel``).
@@ -420,6 +430,8 @@ class AsyncDashScope:
         model: str | None = None,
         status: TaskStatus | str | None = None,
         page_size: int = 50,
+        *,
+        before_page: Callable[[], Awaitable[None]] | None = None,
     ) -> AsyncIterator[TaskListItem]:
         """The account's tasks (all keys and workspaces), paged for you, oldest window first.
 
@@ -436,6 +448,7 @@ class AsyncDashScope:
             model: only tasks of this model (``"wanx-style-repaint-v1"``).
             status: only tasks in this status.
             page_size: entries per request.
+            before_page: awaited before each page is requested (to meter requests yourself).
 
         Example:
             ```python
@@ -473,7 +486,7 @@ class AsyncDashScope:
             }
             for window_start, window_end in list_windows(start, end)
         ]
-        return _TaskListing(fetch_page=self._list_page, queries=queries)
+        return _TaskListing(fetch_page=self._list_page, queries=queries, before_page=before_page)
 
     async def _list_page(self, params: Mapping[str, str | int]) -> _wire.TaskListWire:
         return await self._call(
@@ -629,6 +642,7 @@ class AsyncDashScope:
         headers: Mapping[str, str] | None = None,
         model: str | None = None,
         retry_throttled: bool = True,
+        retry: bool = True,
     ) -> T:
         url = httpx.URL(self._base_url + path)
         if params:
@@ -667,7 +681,7 @@ class AsyncDashScope:
                 )
                 failure, cause, answer_headers = error, None, response.headers
                 why = f"HTTP {response.status_code} without the service's answer"
-            if verdict is Verdict.RETRY and retries_taken < self._retry.max_retries:
+            if verdict is Verdict.RETRY and retry and retries_taken < self._retry.max_retries:
                 await self._backoff(retries_taken, answer_headers)
                 retries_taken += 1
                 continue

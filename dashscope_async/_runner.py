@@ -248,6 +248,7 @@ class _JobState:
     ticket: int = -1
     in_batch: bool = False
     journal_key: str | None = None
+    fingerprint: str = ""
     intent_recorded: bool = False
     replayed: bool = False
     result: TaskResult | None = None
@@ -706,17 +707,21 @@ class AsyncTaskRunner:
         state.journal_key = await anyio.to_thread.run_sync(
             job_key, state.request, state.index, state.key
         )
+        # A derived key is "<fingerprint>:<index>"; a key of the user's choosing says nothing
+        # of the request, so its fingerprint is worked out (once) to check and record.
+        state.fingerprint = (
+            state.journal_key.rsplit(":", 1)[0]
+            if state.key is None
+            else await anyio.to_thread.run_sync(fingerprint, state.request)
+        )
         entry = await self._journal.lookup(state.journal_key)
-        if entry is not None and state.key is not None:
-            # A derived key contains the fingerprint; a key of the user's choosing does not, and
-            # replaying another request's result under it would be wrong.
-            recorded = await anyio.to_thread.run_sync(fingerprint, state.request)
-            if recorded != entry.fingerprint:
-                raise ValidationError(
-                    f"jobs[{state.index}].key",
-                    f"{state.key!r} is recorded in the journal for a different request;"
-                    " give the changed job a new key, or start a new journal",
-                )
+        # Replaying another request's result under a reused key would be wrong.
+        if entry is not None and state.key is not None and state.fingerprint != entry.fingerprint:
+            raise ValidationError(
+                f"jobs[{state.index}].key",
+                f"{state.key!r} is recorded in the journal for a different request;"
+                " give the changed job a new key, or start a new journal",
+            )
         return entry
 
     async def _replay(
@@ -782,9 +787,7 @@ class AsyncTaskRunner:
                     state.journal_key,
                     index=state.index,
                     model=model,
-                    fingerprint=state.journal_key.rsplit(":", 1)[0]
-                    if state.key is None
-                    else await anyio.to_thread.run_sync(fingerprint, state.request),
+                    fingerprint=state.fingerprint,
                     sent_at=self._clock.wall(),
                 )
                 state.intent_recorded = True
@@ -864,14 +867,11 @@ class AsyncTaskRunner:
             if look:
                 await self._clock.sleep(self._reconcile_grace)
             candidates: list[Task] = []
-            pages = self._client.list_tasks(start=since, model=model)
+            pages = self._client.list_tasks(
+                start=since, model=model, before_page=self._limiter.poll_turn
+            )
             try:
-                while True:
-                    await self._limiter.poll_turn()
-                    try:
-                        item = await anext(pages)
-                    except StopAsyncIteration:
-                        break
+                async for item in pages:
                     if item.task_id in self._known_task_ids:
                         continue
                     if item.created is not None and item.created < since:
@@ -933,7 +933,8 @@ class AsyncTaskRunner:
             delay = None
             await self._limiter.poll_turn()
             try:
-                info = await self._client.get_task(task.task_id)
+                # One attempt per poll turn: retries are the planner's, inside the poll budget.
+                info = await self._client.get_task(task.task_id, retry=False)
             except _RETRYABLE_POLL_ERRORS as exc:
                 errors += 1
                 delay = self._planner.after_error(errors, getattr(exc, "retry_after", None))

@@ -163,7 +163,7 @@ class FakeClient:
             raise AmbiguousSubmitError("lost", model=request.model, sent_at=sent_at)
         return Task(task.task_id, TaskStatus.PENDING, request.model, "req")
 
-    async def get_task(self, task_id: str) -> TaskInfo:
+    async def get_task(self, task_id: str, *, retry: bool = True) -> TaskInfo:
         self.polls += 1
         if self.poll_faults:
             raise self.poll_faults.popleft()

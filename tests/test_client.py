@@ -187,6 +187,16 @@ async def test_get_task_parses_a_success() -> None:
     assert str(sent.url) == BASE_URL + "/tasks/task-1"
 
 
+async def test_get_task_without_retry_sends_one_request() -> None:
+    # The runner meters every poll itself: one call must be one request.
+    service = ScriptedService([error_response(503, "ServiceUnavailable"), task_answer("RUNNING")])
+    async with mock_client(service) as client:
+        with pytest.raises(ds.ServerError):
+            await client.get_task("task-1", retry=False)
+        assert len(service.requests) == 1
+        assert (await client.get_task("task-1")).status is ds.TaskStatus.RUNNING
+
+
 async def test_get_task_quotes_the_id() -> None:
     service = ScriptedService([task_answer("RUNNING", task_id="a/b?c")])
     async with mock_client(service) as client:
@@ -468,6 +478,21 @@ def _page(task_ids: list[str], page_no: int, total_page: int) -> httpx.Response:
             ],
         },
     )
+
+
+async def test_list_tasks_awaits_before_page_once_per_request() -> None:
+    service = ScriptedService([_page(["a", "b"], 1, 2), _page(["c"], 2, 2)])
+    turns: list[int] = []
+
+    async def before_page() -> None:
+        turns.append(len(service.requests))  # requests sent so far
+
+    start = datetime(2026, 3, 1, 0, 0, tzinfo=UTC)
+    async with mock_client(service) as client:
+        listing = client.list_tasks(start=start, page_size=2, before_page=before_page)
+        items = [item.task_id async for item in listing]
+    assert items == ["a", "b", "c"]
+    assert turns == [0, 1]  # one turn before each of the two pages, none per item
 
 
 async def test_list_tasks_pages_for_you() -> None:

@@ -88,7 +88,7 @@ class _LibraryParam(click.ParamType):  # type: ignore[type-arg]  # generic only 
     """A click type whose parser raises the library's ValidationError."""
 
     def parse(self, value: str) -> Any:
-        raise NotImplementedError
+        """The value ``value`` names; each subclass says how (raising ValidationError)."""
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if not isinstance(value, str):

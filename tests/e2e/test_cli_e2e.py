@@ -25,10 +25,7 @@ import pytest
 from PIL import Image
 
 from dashscope_async.cli._sample_images import write_sample_images
-
-testing: Any = pytest.importorskip("dashscope_async.testing")
-if not hasattr(testing, "Emulator"):
-    pytest.skip("the emulator is not available", allow_module_level=True)
+from dashscope_async.testing import Emulator, EmulatorConfig
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(90)]
 
@@ -72,7 +69,7 @@ def submissions(emulator: Any) -> int:
 
 @pytest.fixture(scope="module")
 def served() -> Iterator[Served]:
-    emulator = testing.Emulator(testing.EmulatorConfig(time_scale=0.05))
+    emulator = Emulator(EmulatorConfig(time_scale=0.05))
     with anyio.from_thread.start_blocking_portal() as portal:
         with portal.wrap_async_context_manager(emulator.serve()) as server:
             yield Served(emulator, str(server.base_url), str(server.api_key))
