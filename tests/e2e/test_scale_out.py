@@ -121,10 +121,10 @@ async def _work(settings: dict[str, Any]) -> None:
             await anyio.Path(settings["holding_flag"]).touch()
         return task
 
-    async def get_task_or_hang(task_id: str) -> ds.TaskInfo:
+    async def get_task_or_hang(task_id: str, *, retry: bool = True) -> ds.TaskInfo:
         if task_id in hanging:
             await anyio.sleep_forever()  # killed here, holding the slot: the task never ends
-        return await get_task(task_id)
+        return await get_task(task_id, retry=retry)
 
     setattr(client, "submit", submit_and_note)  # noqa: B010 - an instance override
     setattr(client, "get_task", get_task_or_hang)  # noqa: B010
