@@ -442,7 +442,8 @@ def test_progress_counts_states_throttles_and_eta() -> None:
     event(EventKind.SUBMITTED, 0)
     now[0] = 4.0
     event(EventKind.SUCCEEDED, 0)
-    # The one finished job took 4 s: two left, one at a time.
+    progress.settle(0, "succeeded", run_seconds=4.0)
+    # The one finished task ran 4 s on the service: two left, one at a time.
     assert progress.eta() == pytest.approx(8.0)
     event(EventKind.SUBMITTED, 1)
     now[0] = 5.0

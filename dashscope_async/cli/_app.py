@@ -222,14 +222,22 @@ class Interrupt:
     requested: bool = False
     on_first: Callable[[], None] | None = None
 
-    async def watch(self, scope: anyio.CancelScope) -> NoReturn:
-        """Cancel ``scope`` on the first SIGINT; exit at once (status 130) on the second."""
+    def request(self) -> None:
+        """The first Ctrl-C (also called by tests): mark the stop and tell ``on_first``."""
+        if self.requested:
+            return
+        self.requested = True
+        if self.on_first is not None:
+            self.on_first()
+
+    async def watch(self, scope: anyio.CancelScope | None = None) -> NoReturn:
+        """On the first SIGINT, ``request()`` and cancel ``scope`` (if given); exit at once
+        (status 130) on the second."""
         with anyio.open_signal_receiver(signal.SIGINT) as signals:
             async for _ in signals:
                 if self.requested:
                     os._exit(int(ExitCode.INTERRUPTED))
-                self.requested = True
-                if self.on_first is not None:
-                    self.on_first()
-                scope.cancel()
+                self.request()
+                if scope is not None:
+                    scope.cancel()
         raise AssertionError("the signal receiver never ends")  # pragma: no cover

@@ -2,7 +2,7 @@
 and the ``batch`` command (a manifest, a journal to resume from, a budget, a dry run).
 
 Owns how a CLI batch starts and stops: jobs go through one ``AsyncTaskRunner`` at the account's
-limits; the first Ctrl-C cancels what has not started (PENDING tasks are cancelled on the service
+limits; the first Ctrl-C cancels what has not started (PENDING tasks are canceled on the service
 by leaving the runner) and still reports what finished. Never talks HTTP itself.
 """
 
@@ -23,7 +23,8 @@ from rich.console import Console
 from .._budget import Budget
 from .._client import AsyncDashScope
 from .._config import MODELS
-from .._errors import ValidationError
+from .._errors import JournalError, ValidationError
+from .._journal import JobState, Journal, JournalEntry, fingerprint, job_key
 from .._models import Request
 from .._polling import PollPolicy
 from .._runner import AsyncTaskRunner, Job, Outcome
@@ -39,14 +40,38 @@ from ._app import (
 )
 from ._manifest import ManifestError, load_manifest
 from ._params import BUDGET
-from ._progress import BatchProgress
-from ._report import JobRecord, record_from_outcome, summary_table, write_results
+from ._progress import BatchProgress, short_task_id
+from ._report import (
+    STILL_RUNNING,
+    JobRecord,
+    plural,
+    read_earlier_seconds,
+    record_from_outcome,
+    status_counts,
+    summary_line,
+    summary_table,
+    write_results,
+)
 
 #: The journal kept in the output folder unless ``--journal`` names another file.
 DEFAULT_JOURNAL_NAME: Final = "journal.sqlite"
 RESULTS_NAME: Final = "results.jsonl"
 #: Manifest problems listed before the rest are counted.
 MAX_PROBLEMS_SHOWN: Final = 20
+#: Task failure codes that say "please try again later": ``--retry-failed`` runs these again.
+#: A failed task is not billed, so running it again costs only the new task.
+RETRYABLE_TASK_CODES: Final = frozenset(
+    {"InternalError", "InternalError.Algo", "InternalError.Timeout", "SystemError"}
+)
+
+
+def retryable_failure(entry: JournalEntry) -> bool:
+    """True for a job whose task FAILED on the service for a passing reason (never billed)."""
+    return (
+        entry.state is JobState.FAILED
+        and entry.error_type in ("TaskFailedError", "RecordedFailureError")
+        and entry.error_code in RETRYABLE_TASK_CODES
+    )
 
 
 @attrs.frozen
@@ -75,10 +100,12 @@ class BatchReport:
         return ExitCode.OK if all(r.ok for r in self.records) else ExitCode.JOBS_FAILED
 
     def counts(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for record in self.records:
-            counts[record.status] = counts.get(record.status, 0) + 1
-        return counts
+        return status_counts(self.records)
+
+    @property
+    def left_running(self) -> int:
+        """Jobs whose task was left running on the service (it may finish and be billed)."""
+        return sum(1 for record in self.records if record.status == "running")
 
     def to_json(self, *, results_file: Path | None = None) -> dict[str, Any]:
         return {
@@ -87,6 +114,7 @@ class BatchReport:
             else ("ok" if self.exit_code is ExitCode.OK else "failed"),
             "exit_code": int(self.exit_code),
             "counts": self.counts(),
+            "still_running_on_service": self.left_running,
             "elapsed_seconds": round(self.elapsed, 3),
             "results_file": None if results_file is None else os.fspath(results_file),
             "jobs": [r.to_json() for r in sorted(self.records, key=lambda r: r.index)],
@@ -99,26 +127,197 @@ def typical_seconds(scale: float = 1.0) -> dict[str, float]:
 
 
 def _missing_record(spec: JobSpec, index: int, progress: BatchProgress) -> JobRecord:
-    """A job with no outcome: the batch was interrupted before it ended (or started)."""
+    """A job with no outcome: the batch was interrupted before the job started."""
     view = progress.jobs[index]
-    if view.state == "canceled" or view.task_id is None:
-        error = (
-            "interrupted before it was submitted"
-            if view.task_id is None
-            else "interrupted; its task was cancelled"
-        )
-    else:
-        error = f"interrupted while its task was {view.state}; it may still finish and be billed"
+    if view.task_id is None:
+        status, error = "canceled", "interrupted before it was submitted"
+    else:  # never expected: a task exists but no outcome said what became of it
+        status, error = "running", STILL_RUNNING
     return JobRecord(
         index=index,
         model=spec.request.model,
-        status="canceled",
+        status=status,
         key=spec.key,
         line=spec.line,
         task_id=view.task_id,
         error=error,
         error_code="JobCanceledError",
     )
+
+
+@attrs.frozen
+class ChangedJob:
+    """A job whose request differs from the one an earlier run finished under its name."""
+
+    spec: JobSpec
+    entry: JournalEntry
+
+    def describe(self) -> str:
+        where = f"line {self.spec.line}" if self.spec.line is not None else self.spec.label
+        name = f" (key {self.spec.key})" if self.spec.key is not None else ""
+        task = f" as task {short_task_id(self.entry.task_id)}" if self.entry.task_id else ""
+        return f"{where}{name}: changed since an earlier run succeeded with it{task}"
+
+
+@attrs.frozen
+class ResumePlan:
+    """What a rerun takes up from its journal, by job index."""
+
+    journal: Path
+    total: int
+    done: frozenset[int] = frozenset()
+    in_flight: frozenset[int] = frozenset()
+    retrying: frozenset[int] = frozenset()
+
+    @property
+    def to_submit(self) -> int:
+        return self.total - len(self.done) - len(self.in_flight)
+
+    def describe(self) -> str:
+        """``resuming out/journal.sqlite: 7 done, 2 in flight, 1 to submit``."""
+        parts = [f"{len(self.done)} done", f"{len(self.in_flight)} in flight"]
+        submit = f"{self.to_submit} to submit"
+        if self.retrying:
+            submit += f" ({len(self.retrying)} failed, retried)"
+        return f"resuming {self.journal}: {', '.join([*parts, submit])}"
+
+
+async def journal_keys(specs: Sequence[JobSpec]) -> list[str]:
+    """Each job's name in the journal (``job_key``); stats local inputs in a worker thread."""
+    return [
+        await anyio.to_thread.run_sync(job_key, spec.request, index, spec.key)
+        for index, spec in enumerate(specs)
+    ]
+
+
+async def plan_resume(
+    journal: Path, specs: Sequence[JobSpec], *, retry_failed: bool = False
+) -> ResumePlan | None:
+    """Read what earlier runs recorded for these jobs; None when there is no journal yet.
+
+    Refuses (a ``CliError``, nothing sent) when a job's request changed since an earlier run
+    succeeded with it: running it would put a new record over that success in the results
+    file while the old images stay on disk. With ``retry_failed``, jobs whose task failed for a
+    passing reason (``RETRYABLE_TASK_CODES``) are marked to run again.
+    """
+    if not await anyio.Path(journal).is_file():
+        return None
+    keys = await journal_keys(specs)
+    try:
+        async with await Journal.open(journal) as opened:
+            entries = await opened.lookup_many(keys)
+            succeeded = await opened.entries(JobState.SUCCEEDED)
+            changed = await _changed_jobs(specs, keys, entries, succeeded)
+            if changed:
+                raise _changed_error(changed)
+            retrying: set[int] = set()
+            if retry_failed:
+                for index, key in enumerate(keys):
+                    entry = entries.get(key)
+                    if entry is not None and retryable_failure(entry):
+                        await opened.record_canceled(key)
+                        retrying.add(index)
+    except JournalError as exc:
+        raise CliError(str(exc), hint="is a batch still running with this journal?") from None
+    done, in_flight = set(), set()
+    for index, key in enumerate(keys):
+        entry = entries.get(key)
+        if entry is None or index in retrying:
+            continue
+        if entry.state.is_final:
+            done.add(index)
+        elif entry.state in (JobState.INTENT, JobState.SUBMITTED):
+            in_flight.add(index)
+    return ResumePlan(
+        journal=journal,
+        total=len(specs),
+        done=frozenset(done),
+        in_flight=frozenset(in_flight),
+        retrying=frozenset(retrying),
+    )
+
+
+async def _changed_jobs(
+    specs: Sequence[JobSpec],
+    keys: Sequence[str],
+    entries: Mapping[str, JournalEntry],
+    succeeded: Sequence[JournalEntry],
+) -> list[ChangedJob]:
+    changed: dict[int, ChangedJob] = {}
+    for index, spec in enumerate(specs):
+        entry = entries.get(keys[index])
+        if spec.key is None or entry is None or entry.state is not JobState.SUCCEEDED:
+            continue
+        if await anyio.to_thread.run_sync(fingerprint, spec.request) != entry.fingerprint:
+            changed[index] = ChangedJob(spec, entry)
+    # A job without a key is named by its request and position: a success recorded at a
+    # position under another name means the request there changed.
+    for entry in succeeded:
+        index = entry.index
+        if (
+            0 <= index < len(specs)
+            and specs[index].key is None
+            and entry.key != keys[index]
+            and entry.key.endswith(f":{index}")
+        ):
+            changed.setdefault(index, ChangedJob(specs[index], entry))
+    return [changed[i] for i in sorted(changed)]
+
+
+def _changed_error(changed: Sequence[ChangedJob]) -> CliError:
+    shown = [job.describe() for job in changed[:MAX_PROBLEMS_SHOWN]]
+    if len(changed) > len(shown):
+        shown.append(f"... and {len(changed) - len(shown)} more")
+    return CliError(
+        f"{plural(len(changed), 'job')} changed since an earlier run of this batch succeeded;"
+        " nothing was sent:\n" + "\n".join(shown),
+        hint=(
+            "rerunning would replace those successes in the results file while their images"
+            " stay on disk: restore the lines, give changed jobs new keys, or use a new"
+            " --output folder (or --journal)"
+        ),
+    )
+
+
+#: A job stopped after its task succeeded, before its images were saved.
+UNSAVED: Final = (
+    "its task succeeded (and was billed), but the run stopped before its images were saved;"
+    " run the same command again to save them"
+)
+
+
+async def _settle_left_running(
+    journal: Path, specs: Sequence[JobSpec], records: dict[int, JobRecord]
+) -> None:
+    """Jobs reported as left running whose task, the journal says, had already succeeded
+    (stopped while saving): reported as succeeded, images unsaved."""
+    running = [i for i, record in records.items() if record.status == "running"]
+    if not running:
+        return
+    keys = await journal_keys(specs)
+    try:
+        async with await Journal.open(journal) as opened:
+            entries = await opened.lookup_many([keys[i] for i in running])
+    except JournalError:
+        return  # the conservative report stands
+    for index in running:
+        entry = entries.get(keys[index])
+        if entry is not None and entry.state is JobState.SUCCEEDED and entry.result is not None:
+            records[index] = attrs.evolve(
+                records[index],
+                status="succeeded",
+                error=UNSAVED,
+                error_code=None,
+                images=len(entry.result.images),
+            )
+
+
+def _run_seconds(outcome: Outcome) -> float | None:
+    result = outcome.result
+    if result is None or result.end_time is None:
+        return None
+    start = result.scheduled_time or result.submit_time
+    return None if start is None else (result.end_time - start).total_seconds()
 
 
 async def run_jobs(
@@ -133,8 +332,16 @@ async def run_jobs(
     ordered: bool = False,
     poll: PollPolicy | None = None,
     expected_seconds: Mapping[str, float] | None = None,
+    retry_failed: bool = False,
+    earlier_seconds: Mapping[str, float] | None = None,
+    interrupt: Interrupt | None = None,
 ) -> BatchReport:
-    """Run the jobs through one runner with live progress; Ctrl-C stops them cleanly."""
+    """Run the jobs through one runner with live progress; Ctrl-C stops them cleanly.
+
+    The first Ctrl-C (``interrupt``) cancels every job: those not submitted are dropped,
+    PENDING tasks are canceled on the service, and each job still gets its outcome, so a task
+    left RUNNING is reported as such. With a journal, a rerun first says what it resumes.
+    """
     progress = BatchProgress(
         console,
         [(spec.label, spec.request.model) for spec in specs],
@@ -142,40 +349,65 @@ async def run_jobs(
         typical_seconds=expected_seconds or typical_seconds(),
         enabled=settings.show_progress,
     )
+    runners: list[AsyncTaskRunner] = []
 
     def stopping() -> None:
         progress.stopping = True
+        for running in runners:
+            running.cancel_all()
 
-    interrupt = Interrupt(on_first=stopping)
-    outcomes: dict[int, Outcome] = {}
-    jobs = [Job(spec.request, key=spec.key) for spec in specs]
+    interrupt = interrupt if interrupt is not None else Interrupt()
+    interrupt.on_first = stopping
+    plan: ResumePlan | None = None
     if journal is not None:
         await anyio.Path(journal).parent.mkdir(parents=True, exist_ok=True)
+        plan = await plan_resume(journal, specs, retry_failed=retry_failed)
+        if plan is not None and settings.show_progress:
+            console.print(escape(plan.describe()))
+    replayed = plan.done if plan is not None else frozenset()
+    records: dict[int, JobRecord] = {}
+    outcomes: dict[int, Outcome] = {}
+    jobs = [Job(spec.request, key=spec.key) for spec in specs]
     with progress:
         async with anyio.create_task_group() as watchers:
-            work = anyio.CancelScope()
-            watchers.start_soon(interrupt.watch, work)
-            with work:
-                async with AsyncTaskRunner(
-                    client,
-                    download_dir=out_dir,
-                    budget=budget,
-                    poll=poll,
-                    on_event=progress.on_event,
-                    journal=journal,
-                ) as runner:
-                    async with runner.map(jobs, ordered=ordered) as batch:
-                        async for outcome in batch:
-                            outcomes[outcome.index] = outcome
+            watchers.start_soon(interrupt.watch)
+            async with AsyncTaskRunner(
+                client,
+                download_dir=out_dir,
+                budget=budget,
+                poll=poll,
+                on_event=progress.on_event,
+                journal=journal,
+            ) as runner:
+                runners.append(runner)
+                if interrupt.requested:
+                    runner.cancel_all()
+                async with runner.map(jobs, ordered=ordered) as batch:
+                    async for outcome in batch:
+                        index = outcome.index
+                        spec = specs[index]
+                        record = record_from_outcome(
+                            outcome,
+                            key=spec.key,
+                            line=spec.line,
+                            replayed=index in replayed,
+                            earlier_seconds=earlier_seconds,
+                        )
+                        outcomes[index], records[index] = outcome, record
+                        progress.settle(
+                            index,
+                            record.status,
+                            error=record.error,
+                            run_seconds=None if index in replayed else _run_seconds(outcome),
+                        )
             watchers.cancel_scope.cancel()
-    records = [
-        record_from_outcome(outcomes[i], key=spec.key, line=spec.line)
-        if i in outcomes
-        else _missing_record(spec, i, progress)
-        for i, spec in enumerate(specs)
-    ]
+    if journal is not None:
+        await _settle_left_running(journal, specs, records)
     return BatchReport(
-        records=records,
+        records=[
+            records[i] if i in records else _missing_record(spec, i, progress)
+            for i, spec in enumerate(specs)
+        ],
         outcomes=[outcomes[i] for i in sorted(outcomes)],
         interrupted=interrupt.requested,
         elapsed=progress.elapsed,
@@ -199,15 +431,14 @@ def report_batch(
         return
     labels = {i: spec.label for i, spec in enumerate(specs)}
     out.print(summary_table(report.records, labels=labels, relative_to=Path.cwd()))
-    counts = ", ".join(f"{n} {status}" for status, n in sorted(report.counts().items()))
-    out.print(f"{len(report.records)} jobs: {counts} in {report.elapsed:.1f} s")
     if results_file is not None:
-        out.print(f"results: {escape(os.fspath(results_file))}")
+        out.print(f"results (whole task ids): {escape(os.fspath(results_file))}")
     if report.interrupted:
         out.print(
             "[yellow]interrupted:[/] jobs not yet submitted were dropped and PENDING tasks"
-            " cancelled; run the same command again to resume"
+            " canceled; run the same command again to resume"
         )
+    out.print(summary_line(report.records, report.elapsed))
 
 
 # --- dry run ------------------------------------------------------------------------------
@@ -350,6 +581,14 @@ def manifest_error(exc: ManifestError) -> CliError:
 )
 @click.option("--ordered", is_flag=True, help="Report jobs in manifest order, not as they finish.")
 @click.option(
+    "--retry-failed",
+    is_flag=True,
+    help=(
+        "On a rerun, run again the jobs whose task failed for a passing reason"
+        ' (InternalError*, SystemError: "please try again later"); failed tasks are not billed.'
+    ),
+)
+@click.option(
     "--results",
     "results_file",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -366,6 +605,7 @@ def batch(
     budget: Budget | None,
     dry_run: bool,
     ordered: bool,
+    retry_failed: bool,
     results_file: Path | None,
 ) -> None:
     """Run every job of a CSV or JSON Lines MANIFEST at the account's limits.
@@ -375,7 +615,8 @@ def batch(
     (repaint), or sketch + prompt [style, n, sketch_weight, sketch_extraction,
     sketch_color] (sketch); an optional unique key. The whole manifest is
     validated before anything is sent. Re-running the same command resumes
-    from the journal: finished jobs are not sent again.
+    from the journal: finished jobs are not sent again, tasks still running
+    are collected, and a job changed since it succeeded is refused.
 
     \b
     Exit status: 0 all jobs succeeded, 1 some did not, 2 bad input,
@@ -397,9 +638,12 @@ def batch(
         return
     if journal is not None and no_journal:
         raise CliError("give --journal or --no-journal, not both")
+    if retry_failed and no_journal:
+        raise CliError("--retry-failed reruns what a journal recorded; drop --no-journal")
     if journal is None and not no_journal:
         journal = out_dir / DEFAULT_JOURNAL_NAME
     results_path = results_file or out_dir / RESULTS_NAME
+    earlier = read_earlier_seconds(results_path) if journal is not None else {}
     client = settings.client()
 
     async def go() -> BatchReport:
@@ -413,6 +657,8 @@ def batch(
                 journal=journal,
                 budget=budget,
                 ordered=ordered,
+                retry_failed=retry_failed,
+                earlier_seconds=earlier,
             )
 
     report = run_async(settings, go)

@@ -24,7 +24,13 @@ from ._app import ExitCode, escape, json_option, run_async, settings_of
 from ._batch import BatchReport, JobSpec, run_jobs, typical_seconds
 from ._emulator import serve_emulator
 from ._gallery import GalleryItem, write_gallery
-from ._report import ModelUtilisation, summary_table, utilisation, utilisation_table
+from ._report import (
+    ModelUtilisation,
+    summary_line,
+    summary_table,
+    utilisation,
+    utilisation_table,
+)
 from ._sample_images import write_sample_images
 from ._styles import REPAINT_DESCRIPTIONS
 
@@ -222,8 +228,7 @@ def demo(ctx: click.Context, out_dir: Path, time_scale: float, open_gallery: boo
         out.print(summary_table(report.records, labels=labels, relative_to=out_dir, title="Jobs"))
         if result.utilisation:
             out.print(utilisation_table(result.utilisation))
-        counts = ", ".join(f"{n} {status}" for status, n in sorted(report.counts().items()))
-        out.print(f"{len(report.records)} jobs: {counts} in {report.elapsed:.1f} s")
+        out.print(summary_line(report.records, report.elapsed))
         out.print(f"Gallery: [link=file://{gallery}]{escape(os.fspath(gallery))}[/link]")
     if open_gallery:
         webbrowser.open(gallery.as_uri())

@@ -11,24 +11,49 @@ import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import attrs
 from rich.table import Table
+from rich.text import Text
 
 from .. import _wire
-from .._errors import APIError, BudgetExceededError, JobCanceledError, TaskFailedError
+from .._errors import (
+    APIError,
+    BudgetExceededError,
+    JobCanceledError,
+    TaskFailedError,
+    TaskTimeoutError,
+)
+from .._models import TaskStatus
 from .._runner import Outcome
-from ._progress import short_model
+from ._progress import short_model, short_task_id
 
 __all__ = [
+    "STATUSES",
+    "STILL_RUNNING",
     "JobRecord",
     "ModelUtilisation",
+    "plural",
     "record_from_outcome",
+    "summary_line",
     "summary_table",
     "utilisation",
     "write_results",
 ]
+
+#: Every status a job can end a command with, in the order summaries list them.
+STATUSES: Final = ("succeeded", "failed", "over-budget", "running", "canceled")
+#: What a job whose task was left running on the service means for the user (and their bill).
+STILL_RUNNING: Final = (
+    "still running on the service; it may finish and be billed;"
+    " run the same command again to collect it"
+)
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 job``, ``2 jobs``."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 @attrs.frozen
@@ -40,13 +65,17 @@ class JobRecord:
         line: the manifest line, for batches.
         index: the job's position in its batch.
         model: the model.
-        status: ``succeeded``, ``failed``, ``canceled`` or ``over-budget``.
+        status: ``succeeded``, ``failed``, ``over-budget``, ``running`` (stopped while its task
+            ran on the service: it may still finish and be billed; a rerun collects it) or
+            ``canceled`` (nothing runs or is billed for it).
         task_id: the service's task id, if a task was created.
         files: the saved images.
         error: why it did not succeed.
         error_code: the service's code or the error's type, for scripts.
-        seconds: from being handed in to ending.
+        seconds: from being handed in to ending (for a replayed job, in the run that did it).
         images: images produced.
+        replayed: True when an earlier run finished the job and this one replayed it from the
+            journal without a request.
     """
 
     index: int
@@ -60,6 +89,7 @@ class JobRecord:
     error_code: str | None = None
     seconds: float | None = None
     images: int = 0
+    replayed: bool = False
 
     @property
     def ok(self) -> bool:
@@ -71,9 +101,18 @@ class JobRecord:
         return data
 
 
+def left_running(error: BaseException | None) -> bool:
+    """True when the job stopped while its task may still run (and be billed) on the service."""
+    if isinstance(error, JobCanceledError):
+        return error.task_id is not None and not error.canceled_on_service
+    return isinstance(error, TaskTimeoutError) and error.status is not TaskStatus.PENDING
+
+
 def _status(outcome: Outcome) -> str:
     if outcome.ok:
         return "succeeded"
+    if left_running(outcome.error):
+        return "running"
     if isinstance(outcome.error, JobCanceledError):
         return "canceled"
     if isinstance(outcome.error, BudgetExceededError):
@@ -88,26 +127,107 @@ def _error_code(error: BaseException | None) -> str | None:
         return error.task.code
     if isinstance(error, APIError) and error.code:
         return error.code
-    return type(error).__name__
+    code = getattr(error, "code", None)  # a failure replayed from the journal keeps its code
+    return code if isinstance(code, str) and code else type(error).__name__
+
+
+def _replayed_seconds(outcome: Outcome, earlier: Mapping[str, float]) -> float | None:
+    """A replayed job's duration in the run that did it: as the results file of that run
+    said, else from the service's times."""
+    if outcome.task_id is not None and outcome.task_id in earlier:
+        return earlier[outcome.task_id]
+    result = outcome.result
+    if result is None or result.submit_time is None or result.end_time is None:
+        return None
+    return round(max((result.end_time - result.submit_time).total_seconds(), 0.0), 3)
 
 
 def record_from_outcome(
-    outcome: Outcome, *, key: str | None = None, line: int | None = None
+    outcome: Outcome,
+    *,
+    key: str | None = None,
+    line: int | None = None,
+    replayed: bool = False,
+    earlier_seconds: Mapping[str, float] | None = None,
 ) -> JobRecord:
-    """The results-file record of one outcome."""
+    """The results-file record of one outcome.
+
+    Args:
+        replayed: the job was replayed from the journal (an earlier run finished it).
+        earlier_seconds: durations by task id from an earlier results file, for replayed jobs.
+    """
+    status = _status(outcome)
+    if replayed:
+        seconds = _replayed_seconds(outcome, earlier_seconds or {})
+    else:
+        seconds = round(outcome.seconds, 3) if outcome.finished_at else None
+    error = None if outcome.error is None else str(outcome.error)
+    if status == "running":
+        error = STILL_RUNNING
+    elif status == "canceled":
+        error = (
+            "canceled before it was submitted"
+            if outcome.task_id is None
+            else "canceled; its task was canceled on the service (not billed)"
+        )
     return JobRecord(
         index=outcome.index,
         model=outcome.request.model,
-        status=_status(outcome),
+        status=status,
         key=outcome.key if outcome.key is not None else key,
         line=line,
         task_id=outcome.task_id,
         files=tuple(os.fspath(path) for path in outcome.files),
-        error=None if outcome.error is None else str(outcome.error),
+        error=error,
         error_code=_error_code(outcome.error),
-        seconds=round(outcome.seconds, 3) if outcome.finished_at else None,
+        seconds=seconds,
         images=0 if outcome.result is None else len(outcome.result.images),
+        replayed=replayed,
     )
+
+
+def read_earlier_seconds(path: Path) -> dict[str, float]:
+    """Durations by task id from an earlier results file (empty if there is none). Blocks."""
+    seconds: dict[str, float] = {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return seconds
+    for line in text.splitlines():
+        try:
+            data = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(data, dict):
+            continue
+        task_id, value = data.get("task_id"), data.get("seconds")
+        if isinstance(task_id, str) and isinstance(value, int | float) and value >= 0:
+            seconds[task_id] = float(value)
+    return seconds
+
+
+def status_counts(records: Iterable[JobRecord]) -> dict[str, int]:
+    """Jobs by status, in the order of ``STATUSES``."""
+    found: dict[str, int] = {}
+    for record in records:
+        found[record.status] = found.get(record.status, 0) + 1
+    return {status: found[status] for status in (*STATUSES, *sorted(found)) if status in found}
+
+
+def summary_line(records: Sequence[JobRecord], elapsed: float) -> str:
+    """The closing line: ``8 jobs: 6 succeeded, 2 running in 12.3 s``, then what a task left
+    running on the service means, if any was."""
+    counts = ", ".join(f"{n} {status}" for status, n in status_counts(records).items())
+    line = f"{plural(len(records), 'job')}: {counts or 'none'} in {elapsed:.1f} s"
+    running = sum(1 for r in records if r.status == "running")
+    if running:
+        tasks = plural(running, "task")
+        verb = "is" if running == 1 else "are"
+        line += (
+            f"\n[yellow]{tasks} {verb} still running on the service: they may finish and be"
+            " billed; run the same command again to collect them[/]"
+        )
+    return line
 
 
 def write_results(path: Path, records: Iterable[JobRecord]) -> None:
@@ -136,15 +256,25 @@ def summary_table(
     relative_to: Path | None = None,
     title: str | None = None,
 ) -> Table:
-    """One row per job: job, model, status, task id, seconds, file (or error)."""
+    """One row per job: job, model, status, short task id, seconds, file (or error).
+
+    Task ids are shortened so rows stay on one line; the results file and ``--json`` hold them
+    whole, and ``tasks get`` takes a whole id.
+    """
     table = Table(title=title, header_style="bold", title_justify="left")
-    table.add_column("job", overflow="fold")
-    table.add_column("model")
-    table.add_column("status")
-    table.add_column("task id", overflow="fold")
-    table.add_column("seconds", justify="right")
-    table.add_column("file / error", overflow="fold")
-    styles = {"succeeded": "green", "failed": "red", "canceled": "magenta", "over-budget": "yellow"}
+    table.add_column("job", overflow="fold", ratio=1)
+    table.add_column("model", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("task", no_wrap=True)
+    table.add_column("s", justify="right", no_wrap=True)
+    table.add_column("file / error", overflow="fold", ratio=3)
+    styles = {
+        "succeeded": "green",
+        "failed": "red",
+        "canceled": "magenta",
+        "over-budget": "yellow",
+        "running": "bold yellow",
+    }
     for record in sorted(records, key=lambda r: r.index):
         label = (labels or {}).get(record.index) or record.key or f"#{record.index}"
         detail = (
@@ -153,12 +283,12 @@ def summary_table(
             else (record.error or "")
         )
         table.add_row(
-            label,
+            Text(label),
             short_model(record.model),
             f"[{styles.get(record.status, '')}]{record.status}[/]",
-            record.task_id or "",
+            short_task_id(record.task_id),
             "" if record.seconds is None else f"{record.seconds:.1f}",
-            detail,
+            Text(detail),
         )
     return table
 

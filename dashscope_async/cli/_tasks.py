@@ -67,6 +67,13 @@ def get_task(ctx: click.Context, task_id: str) -> None:
             return await client.get_task(task_id)
 
     info = run_async(settings, go)
+    if info.status is TaskStatus.UNKNOWN:
+        # The service answers an unknown id with status UNKNOWN and nothing else.
+        raise CliError(
+            f"no task {task_id}: the service does not know this id",
+            hint="task ids live 24 hours and belong to one account; check the id and the key",
+            code=ExitCode.SERVICE_ERROR,
+        )
     out = settings.stdout()
     if settings.json_output:
         out.print_json(json.dumps(task_json(info)))
@@ -169,7 +176,7 @@ def list_tasks(
 @json_option
 @click.pass_context
 def cancel_task(ctx: click.Context, task_id: str) -> None:
-    """Cancel a PENDING task (a running task cannot be cancelled)."""
+    """Cancel a PENDING task (a running task cannot be canceled)."""
     settings = settings_of(ctx)
     client = settings.client()
 
@@ -179,8 +186,8 @@ def cancel_task(ctx: click.Context, task_id: str) -> None:
                 await client.cancel_task(task_id)
             except BadRequestError as exc:
                 raise CliError(
-                    f"task {task_id} was not cancelled: {exc.message or exc}",
-                    hint="only PENDING tasks can be cancelled; `tasks get ID` shows its status",
+                    f"task {task_id} was not canceled: {exc.message or exc}",
+                    hint="only PENDING tasks can be canceled; `tasks get ID` shows its status",
                     code=ExitCode.SERVICE_ERROR,
                 ) from None
 
@@ -189,4 +196,4 @@ def cancel_task(ctx: click.Context, task_id: str) -> None:
     if settings.json_output:
         out.print_json(json.dumps({"task_id": task_id, "canceled": True}))
     else:
-        out.print(f"task {task_id} cancelled")
+        out.print(f"task {task_id} canceled")
