@@ -12,6 +12,7 @@ import io
 from pathlib import Path
 
 import anyio
+import attrs
 import pytest
 from rich.console import Console
 
@@ -177,7 +178,7 @@ async def test_a_request_changed_since_it_succeeded_is_refused_before_any_reques
     await run(service, jobs, tmp_path)
     changed = [
         jobs[0],
-        JobSpec(ds.StyleRepaint(service.sample_image_url(), style=9), **_same(jobs[1])),
+        attrs.evolve(jobs[1], request=ds.StyleRepaint(service.sample_image_url(), style=9)),
     ]
     before = submitted(service)
     with pytest.raises(CliError) as refused:
@@ -191,7 +192,3 @@ async def test_a_request_changed_since_it_succeeded_is_refused_before_any_reques
     # The earlier success is still what the results file says.
     lines = (tmp_path / "out" / "results.jsonl").read_text().splitlines()
     assert len(lines) == 2 and all('"succeeded"' in line for line in lines)
-
-
-def _same(spec: JobSpec) -> dict[str, object]:
-    return {"label": spec.label, "key": spec.key, "line": spec.line}
