@@ -51,6 +51,15 @@ URL_SCHEMES: Final = ("http://", "https://", "oss://")
 PROMPT_SOFT_LIMIT: Final = 75
 
 
+def style_label(style: enum.Enum) -> str:
+    """The one name shown for a preset style: ``clay-world``, ``oil-painting``.
+
+    ``RepaintStyle.parse`` and ``SketchStyle.parse`` accept it, the member name
+    (``CLAY_WORLD``, ``clay_world``) and, for repaint, the index.
+    """
+    return style.name.lower().replace("_", "-")
+
+
 class PromptTruncatedWarning(UserWarning):
     """A sketch prompt is longer than the service reads; it will cut the rest off.
 
@@ -110,7 +119,7 @@ class RepaintStyle(enum.IntEnum):
         try:
             return cls[key]
         except KeyError:
-            names = ", ".join(m.name.lower() for m in cls)
+            names = ", ".join(style_label(m) for m in cls)
             raise ValidationError(
                 "style", f"no preset style {value!r}; choose from {names}"
             ) from None
@@ -155,7 +164,7 @@ class SketchStyle(enum.StrEnum):
         try:
             return cls[aliases.get(key, key)]
         except KeyError:
-            names = ", ".join(m.name.lower() for m in cls)
+            names = ", ".join(style_label(m) for m in cls)
             raise ValidationError(
                 "style", f"no sketch style {value!r}; choose from {names}"
             ) from None

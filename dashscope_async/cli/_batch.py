@@ -527,16 +527,16 @@ def _print_estimate(settings: Settings, estimate: DryRunEstimate) -> None:
     if settings.json_output:
         out.print_json(json.dumps({"dry_run": True, **estimate.to_json()}))
         return
-    out.print(f"dry run: {estimate.jobs} valid jobs, nothing sent")
+    out.print(f"dry run: {plural(estimate.jobs, 'valid job')}, nothing sent")
     for model, (jobs, images) in sorted(estimate.by_model.items()):
-        out.print(f"  {model}: {jobs} jobs, at most {images} images")
-    out.print(f"  at most {estimate.images} images, CNY {estimate.cny:.2f} (list prices)")
+        out.print(f"  {model}: {plural(jobs, 'job')}, at most {plural(images, 'image')}")
+    out.print(f"  at most {plural(estimate.images, 'image')}, CNY {estimate.cny:.2f} (list prices)")
     minutes, seconds = divmod(round(estimate.seconds), 60)
     out.print(
         f"  about {minutes} min {seconds} s at the default limits (1 task at a time per model)"
     )
     if estimate.over_budget:
-        out.print(f"  [yellow]{estimate.over_budget} jobs would be over the budget[/]")
+        out.print(f"  [yellow]{plural(estimate.over_budget, 'job')} would be over the budget[/]")
 
 
 # --- the command --------------------------------------------------------------------------

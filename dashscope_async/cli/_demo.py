@@ -26,13 +26,14 @@ from ._emulator import serve_emulator
 from ._gallery import GalleryItem, write_gallery
 from ._report import (
     ModelUtilisation,
+    plural,
     summary_line,
     summary_table,
     utilisation,
     utilisation_table,
 )
 from ._sample_images import write_sample_images
-from ._styles import REPAINT_DESCRIPTIONS
+from ._styles import REPAINT_DESCRIPTIONS, style_name
 
 DEFAULT_OUTPUT: Final = Path("dashscope-demo-output")
 #: A repaint (typically 15 s) takes about 1.5 s, a sketch (25 s) about 2.5 s.
@@ -59,7 +60,7 @@ def demo_jobs(samples: dict[str, Path]) -> list[DemoJob]:
         ("ben", RepaintStyle.PIXEL_WORLD),
     ]
     for person, style in repaints:
-        key = f"{person}-{style.name.lower().replace('_', '-')}"
+        key = f"{person}-{style_name(style)}"
         image = samples[f"{person}.png"]
         jobs.append(
             DemoJob(
@@ -85,7 +86,7 @@ def demo_jobs(samples: dict[str, Path]) -> list[DemoJob]:
         ("house", "a cosy cottage in a meadow", SketchStyle.FLAT_ILLUSTRATION),
     ):
         sketch = samples[f"{name}-sketch.png"]
-        key = f"{name}-{sketch_style.name.lower().replace('_', '-')}"
+        key = f"{name}-{style_name(sketch_style)}"
         jobs.append(
             DemoJob(
                 JobSpec(
@@ -193,7 +194,7 @@ def demo(ctx: click.Context, out_dir: Path, time_scale: float, open_gallery: boo
     console = settings.stderr()
     if settings.show_progress:
         console.print(
-            f"[bold]dashscope-async demo[/]: {len(jobs)} jobs on the built-in emulator"
+            f"[bold]dashscope-async demo[/]: {plural(len(jobs), 'job')} on the built-in emulator"
             f" (127.0.0.1, tasks at {time_scale:g}x their real time, real limits)"
         )
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Final
 
 import attrs
-from rich.console import Console, ConsoleOptions, RenderResult
+from rich.console import Console, ConsoleOptions, Group, RenderResult
 from rich.live import Live
 from rich.progress_bar import ProgressBar
 from rich.table import Table
@@ -283,10 +283,14 @@ class BatchProgress:
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         width = options.max_width
         done = sum(1 for job in self.jobs if job.done)
-        yield self._table(self._clock())
-        yield Text("")
-        yield ProgressBar(total=max(len(self.jobs), 1), completed=done, width=min(40, width))
-        yield from self.footer(width)
+        # A grid puts the bar on a line of its own (a bare ProgressBar ends no line).
+        bottom = Table.grid()
+        bottom.add_row(
+            ProgressBar(total=max(len(self.jobs), 1), completed=done, width=min(40, width))
+        )
+        for line in self.footer(width):
+            bottom.add_row(line)
+        yield Group(self._table(self._clock()), Text(""), bottom)
 
     def __enter__(self) -> BatchProgress:
         self._started = self._clock()

@@ -11,9 +11,11 @@ import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 import attrs
+from rich import box
+from rich.console import Console, ConsoleOptions, RenderResult
 from rich.table import Table
 from rich.text import Text
 
@@ -249,48 +251,103 @@ def _display_path(path: str, relative_to: Path | None) -> str:
         return path
 
 
+_STATUS_STYLES: Final = {
+    "succeeded": "green",
+    "failed": "red",
+    "canceled": "magenta",
+    "over-budget": "yellow",
+    "running": "bold yellow",
+}
+
+
+@attrs.frozen
+class SummaryTable:
+    """The jobs of a command, one row each, fitted to the console's width when drawn.
+
+    The short columns (model, status, task, seconds) keep their width; the job's name and
+    the file or error share the rest and end in an ellipsis when they do not fit, so no row
+    ever wraps.
+    """
+
+    rows: tuple[tuple[str, str, str, str, str, str], ...]
+    #: Rows whose last cell is file paths: cut from the left, so the file names stay.
+    paths: frozenset[int] = frozenset()
+    title: str | None = None
+
+    #: Columns between cells: padding on both sides and the separator.
+    GAP: ClassVar[int] = 3
+    #: The job column's share of the width the short columns leave.
+    JOB_SHARE: ClassVar[float] = 0.4
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        headers = ("job", "model", "status", "task", "s", "file / error")
+        widths = [max([len(h), *(len(row[i]) for row in self.rows)]) for i, h in enumerate(headers)]
+        short = sum(widths[1:5])
+        room = max(options.max_width - short - self.GAP * (len(headers) - 1), 2 * 10)
+        job = min(widths[0], max(10, round(room * self.JOB_SHARE)))
+        detail = max(min(widths[5], room - job), 1)
+        table = Table(
+            title=self.title,
+            title_justify="left",
+            header_style="bold",
+            box=box.SIMPLE_HEAD,
+            show_edge=False,
+            pad_edge=False,
+        )
+        table.add_column(headers[0], no_wrap=True, overflow="ellipsis", width=job)
+        for header in headers[1:4]:
+            table.add_column(header, no_wrap=True)
+        table.add_column(headers[4], no_wrap=True, justify="right")
+        table.add_column(headers[5], no_wrap=True, overflow="ellipsis", width=detail)
+        for number, (label, model, status, task, seconds, text) in enumerate(self.rows):
+            if number in self.paths and len(text) > detail:
+                text = "…" + text[len(text) - detail + 1 :]
+            table.add_row(
+                Text(label),
+                model,
+                Text(status, style=_STATUS_STYLES.get(status, "")),
+                task,
+                seconds,
+                Text(text),
+            )
+        yield table
+
+
 def summary_table(
     records: Sequence[JobRecord],
     *,
     labels: Mapping[int, str] | None = None,
     relative_to: Path | None = None,
     title: str | None = None,
-) -> Table:
+) -> SummaryTable:
     """One row per job: job, model, status, short task id, seconds, file (or error).
 
-    Task ids are shortened so rows stay on one line; the results file and ``--json`` hold them
-    whole, and ``tasks get`` takes a whole id.
+    Each row stays on one line at any width (``SummaryTable``): task ids are shortened and
+    long cells end in an ellipsis; the results file and ``--json`` hold ids and messages whole
+    (``tasks get`` takes a whole id).
     """
-    table = Table(title=title, header_style="bold", title_justify="left")
-    table.add_column("job", overflow="fold", ratio=1)
-    table.add_column("model", no_wrap=True)
-    table.add_column("status", no_wrap=True)
-    table.add_column("task", no_wrap=True)
-    table.add_column("s", justify="right", no_wrap=True)
-    table.add_column("file / error", overflow="fold", ratio=3)
-    styles = {
-        "succeeded": "green",
-        "failed": "red",
-        "canceled": "magenta",
-        "over-budget": "yellow",
-        "running": "bold yellow",
-    }
+    rows: list[tuple[str, str, str, str, str, str]] = []
+    paths: set[int] = set()
     for record in sorted(records, key=lambda r: r.index):
         label = (labels or {}).get(record.index) or record.key or f"#{record.index}"
-        detail = (
-            ", ".join(_display_path(f, relative_to) for f in record.files)
-            if record.files
-            else (record.error or "")
+        if record.files:
+            detail = ", ".join(_display_path(f, relative_to) for f in record.files)
+            paths.add(len(rows))
+        elif record.status == "running":
+            detail = "still running on the service: may be billed"  # the closing line says more
+        else:
+            detail = record.error or ""
+        rows.append(
+            (
+                label,
+                short_model(record.model),
+                record.status,
+                short_task_id(record.task_id),
+                "" if record.seconds is None else f"{record.seconds:.1f}",
+                detail,
+            )
         )
-        table.add_row(
-            Text(label),
-            short_model(record.model),
-            f"[{styles.get(record.status, '')}]{record.status}[/]",
-            short_task_id(record.task_id),
-            "" if record.seconds is None else f"{record.seconds:.1f}",
-            Text(detail),
-        )
-    return table
+    return SummaryTable(tuple(rows), frozenset(paths), title)
 
 
 @attrs.frozen

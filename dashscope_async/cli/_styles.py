@@ -12,7 +12,7 @@ import click
 from rich.table import Table
 
 from .._config import SKETCH_TO_IMAGE, STYLE_REPAINT
-from .._models import RepaintStyle, SketchStyle
+from .._models import RepaintStyle, SketchStyle, style_label
 from ._app import json_option, settings_of
 
 REPAINT_DESCRIPTIONS: Final[dict[RepaintStyle, str]] = {
@@ -54,7 +54,7 @@ SKETCH_GUIDE_STYLES: Final = frozenset(
 
 def style_name(style: RepaintStyle | SketchStyle) -> str:
     """The name users type: ``anime``, ``oil-painting``."""
-    return style.name.lower().replace("_", "-")
+    return style_label(style)
 
 
 def styles_json() -> dict[str, list[dict[str, object]]]:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import click
+from rich import box
 from rich.table import Table
 
 from .. import _wire
@@ -18,10 +19,14 @@ from .._errors import BadRequestError
 from .._models import TaskInfo, TaskListItem, TaskStatus
 from ._app import CliError, ExitCode, escape, json_option, run_async, settings_of
 from ._params import SINCE, TASK_STATUS
+from ._progress import short_model
+from ._report import plural
 
 
-def _when(moment: datetime | None) -> str:
-    return "" if moment is None else moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+def _when(moment: datetime | None, *, short: bool = False) -> str:
+    if moment is None:
+        return ""
+    return moment.astimezone().strftime("%m-%d %H:%M:%S" if short else "%Y-%m-%d %H:%M:%S")
 
 
 def _json_ready(value: Any) -> Any:
@@ -156,19 +161,22 @@ def list_tasks(
     if settings.json_output:
         out.print_json(json.dumps([task_json(item) for item in items]))
         return
-    table = Table(header_style="bold")
-    for column in ("task id", "model", "status", "created", "ended"):
-        table.add_column(column, overflow="fold")
+    # Whole ids (this is where `tasks get` ids come from), rows on one line: short model names
+    # and times; the end time gives way first on a narrow terminal.
+    table = Table(header_style="bold", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for column in ("task id", "model", "status", "created"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("ended", no_wrap=True, overflow="ellipsis")
     for item in items:
         table.add_row(
             item.task_id,
-            item.model or "",
+            short_model(item.model or ""),
             item.status.value,
-            _when(item.created),
-            _when(item.end_time),
+            _when(item.created, short=True),
+            _when(item.end_time, short=True),
         )
     out.print(table)
-    out.print(f"{len(items)} tasks since {_when(since)}")
+    out.print(f"{plural(len(items), 'task')} since {_when(since)}")
 
 
 @tasks.command("cancel")

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import attrs
 
 from ._config import DEFAULT_API_KEY, EmulatorConfig
-from ._emulator import Emulator
+from ._emulator import Emulator, RunningServer
 from ._faults import Fault, TaskFault, parse_fault_spec
 
 
@@ -53,8 +53,25 @@ def build(args: argparse.Namespace) -> Emulator:
     return emulator
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+def banner(server: RunningServer) -> str:
+    """What a user needs to point a client at the served emulator, with inputs it serves."""
+    emulator = server.emulator
+    return (
+        f"DashScope emulator serving on 127.0.0.1\n"
+        f"  base URL:    {server.base_url}\n"
+        f"  upload host: {server.upload_url}\n"
+        f"  result host: {server.result_url}\n"
+        f"  API key:     {server.api_key}\n"
+        f"  sample images (use them as inputs):\n"
+        f"    portrait:  {emulator.sample_image_url('portrait')}\n"
+        f"    sketch:    {emulator.sample_image_url('sketch')}\n\n"
+        f"export DASHSCOPE_HTTP_BASE_URL={server.base_url} DASHSCOPE_API_KEY={server.api_key}\n"
+        "Press Ctrl-C to stop.\n"
+    )
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Build the emulator the options describe and serve it until Ctrl-C (exit status)."""
     try:
         emulator = build(args)
     except ValueError as exc:
@@ -62,15 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     stop = threading.Event()
     with emulator.serve_sync(port=args.port) as server:
-        sys.stdout.write(
-            f"DashScope emulator serving on 127.0.0.1\n"
-            f"  base URL:    {server.base_url}\n"
-            f"  upload host: {server.upload_url}\n"
-            f"  result host: {server.result_url}\n"
-            f"  API key:     {server.api_key}\n\n"
-            f"export DASHSCOPE_HTTP_BASE_URL={server.base_url} DASHSCOPE_API_KEY={server.api_key}\n"
-            "Press Ctrl-C to stop.\n"
-        )
+        sys.stdout.write(banner(server))
         sys.stdout.flush()
         try:
             while not stop.wait(3600):
@@ -78,6 +87,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt:
             sys.stdout.write("stopped\n")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return serve(parse_args(argv))
 
 
 if __name__ == "__main__":
