@@ -488,5 +488,21 @@ def test_gallery_refers_to_images_relatively(tmp_path: Path) -> None:
     assert "http" not in page.replace("http-equiv", "")
 
 
+def test_gallery_footer_shows_code_not_backticks(tmp_path: Path) -> None:
+    page = render_gallery(
+        [],
+        page_dir=tmp_path,
+        title="demo",
+        subtitle="s",
+        footer="Run `dashscope-async repaint <me.jpg>` with a key; a lone ` stays",
+    )
+    footer = page.split("<footer>", 1)[1]
+    assert "Run `dashscope-async" in footer  # an odd number of backticks: left as text
+    page = render_gallery(
+        [], page_dir=tmp_path, title="demo", subtitle="s", footer="Run `a <b>` now"
+    )
+    assert "<footer>Run <code>a &lt;b&gt;</code> now</footer>" in page
+
+
 def test_unique_keys_number_repeats() -> None:
     assert unique_keys(["a", "b", "a", "a"]) == ["a", "b", "a-2", "a-3"]
