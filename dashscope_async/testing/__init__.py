@@ -25,7 +25,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._config import DEFAULT_API_KEY, EmulatorConfig, ModelBehaviour, RunDistribution
+    from ._config import (
+        DEFAULT_API_KEY,
+        EmulatorConfig,
+        ModelBehaviour,
+        RunDistribution,
+        UnknownUrls,
+    )
     from ._core import Call, HostUrls, Reply
     from ._emulator import Emulator, RunningServer
     from ._faults import Fault, Faults, TaskFault
@@ -39,6 +45,7 @@ _HOMES = {
     "EmulatorConfig": "_config",
     "ModelBehaviour": "_config",
     "RunDistribution": "_config",
+    "UnknownUrls": "_config",
     "Call": "_core",
     "HostUrls": "_core",
     "Reply": "_core",
@@ -84,4 +91,5 @@ __all__ = [
     "RunDistribution",
     "RunningServer",
     "TaskFault",
+    "UnknownUrls",
 ]

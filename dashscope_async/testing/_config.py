@@ -7,7 +7,7 @@ Pure values (attrs, frozen); the defaults are the service's own, read from the m
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, Literal
 
@@ -16,7 +16,7 @@ import attrs
 from .._config import MODELS, TASK_ENDPOINT_QPS, TASK_RETENTION_SECONDS, UPLOAD_POLICY_QPS
 from .._config import UPLOAD_RETENTION_SECONDS as UPLOAD_LIFETIME_SECONDS
 
-__all__ = ["DEFAULT_API_KEY", "EmulatorConfig", "ModelBehaviour", "RunDistribution"]
+__all__ = ["DEFAULT_API_KEY", "EmulatorConfig", "ModelBehaviour", "RunDistribution", "UnknownUrls"]
 
 #: The key the emulator accepts unless told otherwise.
 DEFAULT_API_KEY = "sk-emulator"
@@ -27,6 +27,28 @@ DEFAULT_API_KEY = "sk-emulator"
 #: (heavy-tailed: most runs a little shorter than the mean, a few several times longer;
 #: ``run_tail`` sets how heavy). Every shape keeps the mean at ``run_seconds``.
 RunDistribution = Literal["lognormal", "uniform", "pareto"]
+
+
+#: What an input URL the emulator cannot fetch is: a stand-in image, or a failure.
+UnknownUrls = Literal["image", "fail"]
+
+
+def _keys(value: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(value, str):
+        raise TypeError("api_keys must be a collection of keys, not one string")
+    return tuple(value)
+
+
+def _workspaces(
+    value: Mapping[str, Iterable[str] | None] | Iterable[str] | None,
+) -> dict[str, tuple[str, ...] | None] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        raise TypeError("workspaces must be a collection of workspace ids, not one string")
+    if isinstance(value, Mapping):
+        return {str(name): None if keys is None else tuple(keys) for name, keys in value.items()}
+    return dict.fromkeys(map(str, value))
 
 
 def _positive_or_none(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -93,9 +115,21 @@ class EmulatorConfig:
 
     Attributes:
         api_keys: keys the API host accepts (others get 401 ``InvalidApiKey``).
-        time_scale: multiplies every task's run time: 0.01 makes a 15 s repaint take 0.15 s.
-            Limits (submit rate, task-endpoint QPS) keep their real one-second windows.
-        seed: seeds run times, task ids and probabilistic faults.
+        time_scale: multiplies every task's run time (and the few tens of milliseconds the
+            service takes to schedule a task): 0.01 makes a 15 s repaint take 0.15 s. Limits
+            (submit rate, task-endpoint QPS) keep their real one-second windows.
+        seed: seeds run times, task and request ids and probabilistic faults, so a run can be
+            repeated; None (the default) draws a fresh seed, so two emulators never share
+            task ids (``Emulator.seed`` tells which one was drawn).
+        unknown_urls: what an http(s) input URL the emulator cannot fetch (one outside
+            loopback, such as ``https://example.com/cat.png``) is: ``"image"`` (the default)
+            makes it stand for a plausible image, fixed by the URL, that passes the model's
+            rules; ``"fail"`` fails the task with the model's ``InvalidURL``, as the service
+            would for a URL it cannot download.
+        workspaces: the account's workspaces (ids for ``X-DashScope-WorkSpace``); None accepts
+            any id. A request naming another gets 404 ``WorkSpaceNotFound``. Given as a
+            mapping, an id's value lists the keys allowed into it (None: every key); another
+            key gets 403 ``Workspace.AccessDenied``.
         models: per-model limits and run times.
         task_qps: get, list and cancel requests per one-second window, shared by the account
             (service: 20); None lifts it.
@@ -111,18 +145,20 @@ class EmulatorConfig:
         fetch_loopback: fetch http(s) inputs on other loopback servers (the emulator's own
             hosts are always read directly).
         wall_start: the wall-clock time the emulator's clock starts at; None means now.
-        region: reported in the task list.
+        region: the account's region: every task list item carries it, and the list's
+            ``region`` filter matches only it.
 
     Example:
         ```python
         fast = EmulatorConfig(time_scale=0.01, seed=7)
         unlimited = EmulatorConfig().without_limits()
+        strict = EmulatorConfig(unknown_urls="fail", workspaces=["ws-main"])
         ```
     """
 
-    api_keys: tuple[str, ...] = attrs.field(default=(DEFAULT_API_KEY,), converter=tuple, repr=False)
+    api_keys: tuple[str, ...] = attrs.field(default=(DEFAULT_API_KEY,), converter=_keys, repr=False)
     time_scale: float = 1.0
-    seed: int = 0
+    seed: int | None = None
     models: Mapping[str, ModelBehaviour] = attrs.field(factory=_default_models)
     task_qps: float | None = attrs.field(
         default=float(TASK_ENDPOINT_QPS), validator=_positive_or_none
@@ -139,6 +175,12 @@ class EmulatorConfig:
     fetch_loopback: bool = True
     wall_start: datetime | None = None
     region: str = "cn-beijing"
+    unknown_urls: UnknownUrls = attrs.field(
+        default="image", validator=attrs.validators.in_(("image", "fail"))
+    )
+    workspaces: Mapping[str, tuple[str, ...] | None] | None = attrs.field(
+        default=None, converter=_workspaces, repr=False
+    )
 
     def __attrs_post_init__(self) -> None:
         if not self.time_scale > 0 or math.isinf(self.time_scale):
