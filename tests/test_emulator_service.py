@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import random
 import re
 import statistics
 import urllib.parse
@@ -16,7 +17,7 @@ from typing import Any
 
 import attrs
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -152,10 +153,26 @@ async def test_lognormal_stays_the_default_and_every_shape_is_seeded() -> None:
         assert first == again != other
 
 
-async def test_a_zero_spread_runs_exactly_the_mean() -> None:
+async def test_a_zero_spread_runs_exactly_the_mean_and_a_zero_mean_is_instant() -> None:
     for changes in ({"run_sigma": 0.0}, {"run_distribution": "uniform", "run_jitter": 0.0}):
         runs = run_times(EmulatorConfig(seed=1).with_models(**changes), 5)
         assert runs == [25.0] * 5
+    for shape in ("lognormal", "uniform", "pareto"):
+        config = EmulatorConfig(seed=1).with_models(run_distribution=shape, run_seconds=0.0)
+        assert run_times(config, 3) == [0.0] * 3
+
+
+def test_a_heavy_tail_is_capped_at_fifty_times_the_mean() -> None:
+    from dashscope_async.testing._core import _draw_run_seconds
+
+    class FreakDraws(random.Random):
+        def paretovariate(self, alpha: float) -> float:
+            return 1e12
+
+    behaviour = ModelBehaviour(run_seconds=10.0, run_distribution="pareto", run_tail=1.5)
+    assert _draw_run_seconds(behaviour, 0.5, FreakDraws()) == pytest.approx(10.0 * 0.5 * 50)
+    runs = run_times(EmulatorConfig(seed=5).with_models(run_distribution="pareto", run_tail=1.05))
+    assert max(runs) <= 25.0 * 50
 
 
 @pytest.mark.parametrize(
@@ -166,7 +183,7 @@ async def test_a_zero_spread_runs_exactly_the_mean() -> None:
         ("run_jitter", -0.1),
         ("run_tail", 1.0),
         ("run_sigma", -1.0),
-        ("run_seconds", 0.0),
+        ("run_seconds", -1.0),
     ],
 )
 def test_a_bad_run_time_setting_is_refused_when_built(field: str, value: object) -> None:
@@ -336,6 +353,34 @@ async def test_every_image_of_every_task_has_its_own_file_name_shaped_like_the_s
     assert [item["url"] for item in task_of(emulator, ids[0])["output"]["results"]] == urls[:4]
 
 
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=4), min_size=1, max_size=8))
+def test_no_two_images_share_a_name_even_across_emulators_with_one_seed(sizes: list[int]) -> None:
+    names: list[str] = []
+    for _ in range(2):  # the same seed twice: the same task ids, still fresh file names
+        clock = ManualClock()
+        config = EmulatorConfig(seed=4, render_results=False).without_limits()
+        emulator = Emulator(config, clock=clock)
+        bodies = [
+            sketch_body(emulator.sample_image_url("sketch"), n=n)
+            if n
+            else repaint_body(emulator.sample_image_url())
+            for n in sizes
+        ]
+        ids = [submit(emulator, body)["output"]["task_id"] for body in bodies]
+        clock.advance(60)
+        for task_id, n in zip(ids, sizes, strict=True):
+            results = task_of(emulator, task_id)["output"]["results"]
+            assert len(results) == max(n, 1)
+            names += [file_name(item["url"]) for item in results]
+    assert len(set(names)) == len(names) == 2 * sum(max(n, 1) for n in sizes)
+
+
+def file_name(url: str) -> str:
+    """The name the service's own sample code saves a result under."""
+    return PurePosixPath(urllib.parse.unquote(urllib.parse.urlsplit(url).path)).parts[-1]
+
+
 async def test_a_result_name_is_served_only_as_it_was_handed_out() -> None:
     clock = ManualClock()
     emulator = Emulator(EmulatorConfig(seed=4, render_results=False), clock=clock)
@@ -416,6 +461,9 @@ def test_undeclared_workspaces_accept_any_id_and_a_list_of_ids_is_enough() -> No
     assert api(listed, "GET", "/tasks", workspace="ws-c")[0] == 404
     with pytest.raises(TypeError, match="workspaces"):
         EmulatorConfig(workspaces="ws-a")
+    with pytest.raises(ValueError, match=r"workspaces\['ws-a'\]") as caught:
+        EmulatorConfig(workspaces={"ws-a": ("sk-secret-typo",)})
+    assert "sk-secret-typo" not in str(caught.value)
 
 
 async def test_the_client_sees_an_unknown_workspace_as_not_found() -> None:

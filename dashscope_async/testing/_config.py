@@ -74,7 +74,8 @@ class ModelBehaviour:
             every run exactly ``run_seconds``).
         run_jitter: uniform only: each run lies within this fraction of the mean (0.1: +-10 %).
         run_tail: pareto only: the tail index, above 1; the smaller, the heavier the tail (at
-            2.5, runs are at least 0.6 of the mean and about 2 % exceed three times it).
+            2.5, runs are at least 0.6 of the mean and about 2 % exceed three times it). No run
+            exceeds 50 times the mean.
 
     Example:
         ```python
@@ -87,7 +88,7 @@ class ModelBehaviour:
     submit_rate: float | None = attrs.field(default=2.0, validator=_positive_or_none)
     max_in_progress: int | None = attrs.field(default=1, validator=_positive_or_none)
     when_busy: Literal["queue", "reject"] = "queue"
-    run_seconds: float = attrs.field(default=15.0, validator=attrs.validators.gt(0))
+    run_seconds: float = attrs.field(default=15.0, validator=attrs.validators.ge(0))
     run_distribution: RunDistribution = attrs.field(
         default="lognormal", validator=attrs.validators.in_(("lognormal", "uniform", "pareto"))
     )
@@ -189,6 +190,10 @@ class EmulatorConfig:
             raise ValueError("api_keys must name at least one key")
         if self.wall_start is not None and self.wall_start.tzinfo is None:
             raise ValueError("wall_start must be timezone-aware")
+        for workspace, keys in (self.workspaces or {}).items():
+            if keys is not None and not set(keys) <= set(self.api_keys):
+                # Never name the key: it is a secret.
+                raise ValueError(f"workspaces[{workspace!r}] allows a key not in api_keys")
 
     @property
     def api_key(self) -> str:

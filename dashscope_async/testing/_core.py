@@ -82,6 +82,8 @@ _RESULT_CACHE_SIZE: Final = 16
 # repaint's start_time follows its scheduled_time by about as much (before time_scale).
 _SCHEDULING_SECONDS: Final = (0.02, 0.06)
 _START_LAG_SECONDS: Final = (0.005, 0.04)
+#: A heavy-tailed run time is at most this many times the mean.
+_PARETO_CAP: Final = 50.0
 # The account's segment of result object keys, as the result host's paths carry one.
 _ACCOUNT_SEGMENT: Final = hashlib.sha256(ACCOUNT_ID.encode()).hexdigest()[:8]
 
@@ -186,7 +188,7 @@ def _key_id(key: str) -> str:
 
 
 def _is_loopback(host: str) -> bool:
-    if host.lower() in ("localhost", "localhost.localdomain"):
+    if host.lower().rstrip(".") in ("localhost", "localhost.localdomain"):
         return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
@@ -815,7 +817,9 @@ class EmulatorCore:
     def _result_key(self, ended: datetime) -> str:
         """A fresh result object key, shaped as the service's (``1d/<xx>/<date>/<account>/<id>``):
         every image of every task gets its own file name."""
-        image_id = self._new_id()
+        # Not from the seeded generator: names stay unique across emulators given one seed
+        # (a signed URL cannot be repeated anyway: its signing secret is fresh per emulator).
+        image_id = str(uuid.uuid4())
         shard = hashlib.sha256(image_id.encode()).hexdigest()[:2]
         date = ended.astimezone(_wire.CHINA_TZ).strftime("%Y%m%d")
         return f"1d/{shard}/{date}/{_ACCOUNT_SEGMENT}/{image_id}"
@@ -1172,12 +1176,14 @@ def _draw_run_seconds(behaviour: ModelBehaviour, time_scale: float, rng: random.
             jitter = behaviour.run_jitter
             return mean * rng.uniform(1 - jitter, 1 + jitter)
         case "pareto":
-            # Pareto I with minimum m has mean m * a / (a - 1): choose m to keep the mean.
+            # Pareto I with minimum m has mean m * a / (a - 1): choose m to keep the mean. The
+            # cap keeps one freak draw from stalling a whole benchmark; it moves the mean by
+            # far less than a percent for any tail index above 1.5.
             tail = behaviour.run_tail
-            return mean * (tail - 1) / tail * rng.paretovariate(tail)
+            return min(mean * (tail - 1) / tail * rng.paretovariate(tail), mean * _PARETO_CAP)
         case _:
             sigma = behaviour.run_sigma
-            if sigma == 0:
+            if sigma == 0 or mean == 0:
                 return mean
             # exp(N(mu, sigma)) has mean exp(mu + sigma^2 / 2).
             return rng.lognormvariate(math.log(mean) - sigma * sigma / 2, sigma)
