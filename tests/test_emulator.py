@@ -185,8 +185,11 @@ async def test_a_repaint_runs_its_course_with_every_documented_field(
 ) -> None:
     task_id = await submit(http, repaint_body(emulator.sample_image_url("portrait"), style=3))
     output = (await get_task(http, task_id))["output"]
-    assert output["task_status"] == "RUNNING"  # the slot was free: it started at once
-    assert output["submit_time"] == output["scheduled_time"]
+    assert output["task_status"] == "PENDING"  # the slot is free: it is being scheduled
+    assert "scheduled_time" not in output
+    clock.advance(0.1)
+    output = (await get_task(http, task_id))["output"]
+    assert output["task_status"] == "RUNNING"
     assert "end_time" not in output
 
     clock.advance(30)
@@ -195,7 +198,14 @@ async def test_a_repaint_runs_its_course_with_every_documented_field(
     assert output["task_status"] == "SUCCEEDED"
     assert output["style_index"] == 3
     assert (output["error_code"], output["error_message"]) == (0, "Success")
-    assert output["start_time"] == output["scheduled_time"]
+    submitted, scheduled, started = (
+        _wire.parse_service_time(output[name])
+        for name in ("submit_time", "scheduled_time", "start_time")
+    )
+    assert submitted and scheduled and started
+    # A few tens of milliseconds apart, as the service shows them.
+    assert 0.02 <= (scheduled - submitted).total_seconds() <= 0.06
+    assert 0.005 <= (started - scheduled).total_seconds() <= 0.04
     assert output["task_metrics"] == {"TOTAL": 1, "SUCCEEDED": 1, "FAILED": 0}
     assert answer["usage"] == {"image_count": 1}
     info = _wire.task_info_from_wire(answer)
@@ -223,12 +233,23 @@ async def test_tasks_beyond_the_concurrency_limit_wait_and_start_in_order(
     clock.advance(60)
     outputs = [(await get_task(http, task_id))["output"] for task_id in (first, second, third)]
     assert [output["task_status"] for output in outputs] == ["SUCCEEDED"] * 3
-    assert outputs[1]["scheduled_time"] == outputs[0]["end_time"]
-    assert outputs[2]["scheduled_time"] == outputs[1]["end_time"]
+    times = [
+        (
+            _wire.parse_service_time(output["scheduled_time"]),
+            _wire.parse_service_time(output["end_time"]),
+        )
+        for output in outputs
+    ]
+    # Each starts a few tens of milliseconds after the one before it ends.
+    gaps = [(times[i][0] - times[i - 1][1]).total_seconds() for i in (1, 2)]  # type: ignore[operator]
+    assert all(0.02 <= gap <= 0.06 for gap in gaps)
     stats = emulator.stats
     assert stats.peak_in_progress[REPAINT_MODEL] == 3
     assert stats.peak_running[REPAINT_MODEL] == 1
-    assert stats.busy_time(REPAINT_MODEL) == pytest.approx(stats.makespan(REPAINT_MODEL) - 0.0)
+    first_gap = emulator.task(first).scheduling_seconds
+    assert stats.busy_time(REPAINT_MODEL) == pytest.approx(
+        stats.makespan(REPAINT_MODEL) - first_gap - sum(gaps), abs=2e-3
+    )
 
 
 async def test_reject_mode_answers_429_when_the_slot_is_taken(
@@ -479,10 +500,12 @@ async def test_the_upload_host_checks_the_policy_and_forbids_overwrites(
 INPUT_FAILURES = [
     pytest.param(make_image("PNG", 200, 300), REPAINT_MODEL, "InvalidImageResolution", id="too-small"),
     pytest.param(make_image("PNG", 1200, 400), REPAINT_MODEL, "InvalidImageResolution", id="3-to-1"),
-    pytest.param(make_image("PNG", 2100, 1500), SKETCH_MODEL, "InvalidImageResolution", id="sketch-too-big"),
+    pytest.param(make_image("PNG", 2100, 1500), SKETCH_MODEL, "InvalidFile.Resolution", id="sketch-too-big"),
+    pytest.param(make_image("PNG", 1200, 400), SKETCH_MODEL, "InvalidFile.Resolution", id="sketch-3-to-1"),
     pytest.param(make_image("GIF", 400, 400), REPAINT_MODEL, "InvalidImageFormat", id="gif"),
-    pytest.param(make_image("BMP", 400, 400), SKETCH_MODEL, "InvalidImageFormat", id="bmp-sketch"),
-    pytest.param(b"not an image at all", SKETCH_MODEL, "InvalidImageFormat", id="text"),
+    # The sketch page has no format code: its InvalidURL message names the formats it reads.
+    pytest.param(make_image("BMP", 400, 400), SKETCH_MODEL, "InvalidURL", id="bmp-sketch"),
+    pytest.param(b"not an image at all", SKETCH_MODEL, "InvalidURL", id="text"),
 ]  # fmt: skip
 
 
@@ -502,17 +525,20 @@ async def test_bad_inputs_fail_the_task_after_queueing(
     answer = await get_task(http, task_id)
     assert answer["output"]["task_status"] == "FAILED"
     assert answer["output"]["code"] == code
-    assert answer["usage"] == {"image_count": 0}
+    # The repaint page shows a failed task's usage as image_num; the sketch counts images.
+    assert answer["usage"] == ({"image_num": 0} if model == REPAINT_MODEL else {"image_count": 0})
     total = 1 if model == REPAINT_MODEL else 2
     assert answer["output"]["task_metrics"] == {"TOTAL": total, "SUCCEEDED": 0, "FAILED": total}
 
 
 @pytest.mark.parametrize(
-    "url",
+    ("url", "config"),
     [
-        "https://example.com/portrait.png",  # the emulator reaches no network
-        "oss://dashscope-instant/nothing-here.png",
-        "http://127.0.0.1:3/inputs/missing.png",
+        # The emulator reaches no network: strict, a made-up URL fails as the service's would.
+        ("https://example.com/portrait.png", EmulatorConfig(seed=1, unknown_urls="fail")),
+        ("oss://dashscope-instant/nothing-here.png", EmulatorConfig(seed=1)),
+        ("http://127.0.0.1:3/inputs/missing.png", EmulatorConfig(seed=1)),
+        ("http://127.0.0.1:9/nothing-listens.png", EmulatorConfig(seed=1)),
     ],
 )
 async def test_unreachable_inputs_fail_with_invalid_url(
@@ -562,8 +588,8 @@ async def test_a_partial_failure_counts_only_successes(
         image = await http.get(item["url"])
         with Image.open(io.BytesIO(image.content)) as picture:
             assert picture.size == (768, 768)
-    failed_url = output["results"][0]["url"].replace("/0.png", "/2.png")
-    assert (await http.get(failed_url)).status_code in (403, 404)
+    failed_url = (emulator.task(task_id).result_urls or [])[2]  # signed, but never handed out
+    assert (await http.get(failed_url)).status_code == 404
 
 
 async def test_an_injected_failure_fails_the_whole_task(
@@ -579,7 +605,7 @@ async def test_an_injected_failure_fails_the_whole_task(
         "FAILED",
         "InternalError.Algo",
     )
-    assert answer["usage"] == {"image_count": 0}
+    assert answer["usage"] == {"image_num": 0}  # as the repaint page shows a failed task
     assert "results" not in answer["output"]
     assert (await get_task(http, healthy))["output"]["task_status"] == "SUCCEEDED"
 

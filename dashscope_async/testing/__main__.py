@@ -26,9 +26,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--time-scale", type=float, default=1.0, help="multiply task run times (0.1: 10x faster)"
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seed", type=int, default=None, help="repeat ids, run times and faults (default: fresh)"
+    )
     parser.add_argument("--api-key", default=DEFAULT_API_KEY, help="the key to accept")
     parser.add_argument("--no-limits", action="store_true", help="lift every rate limit")
+    parser.add_argument(
+        "--strict-urls",
+        action="store_true",
+        help="fail tasks whose input URLs cannot be fetched (InvalidURL) instead of standing "
+        "in an image for a made-up URL",
+    )
     parser.add_argument(
         "--faults",
         default="",
@@ -40,7 +48,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def build(args: argparse.Namespace) -> Emulator:
     """The emulator the options describe."""
-    config = EmulatorConfig(api_keys=(args.api_key,), time_scale=args.time_scale, seed=args.seed)
+    config = EmulatorConfig(
+        api_keys=(args.api_key,),
+        time_scale=args.time_scale,
+        seed=args.seed,
+        unknown_urls="fail" if args.strict_urls else "image",
+    )
     if args.no_limits:
         config = config.without_limits()
     emulator = Emulator(config)

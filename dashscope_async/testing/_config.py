@@ -7,7 +7,7 @@ Pure values (attrs, frozen); the defaults are the service's own, read from the m
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, Literal
 
@@ -16,10 +16,39 @@ import attrs
 from .._config import MODELS, TASK_ENDPOINT_QPS, TASK_RETENTION_SECONDS, UPLOAD_POLICY_QPS
 from .._config import UPLOAD_RETENTION_SECONDS as UPLOAD_LIFETIME_SECONDS
 
-__all__ = ["DEFAULT_API_KEY", "EmulatorConfig", "ModelBehaviour"]
+__all__ = ["DEFAULT_API_KEY", "EmulatorConfig", "ModelBehaviour", "RunDistribution", "UnknownUrls"]
 
 #: The key the emulator accepts unless told otherwise.
 DEFAULT_API_KEY = "sk-emulator"
+
+
+#: How run times spread around their mean: ``"lognormal"`` (the service's shape: a tight spread,
+#: ``run_sigma``), ``"uniform"`` (flat within ``run_jitter`` of the mean) or ``"pareto"``
+#: (heavy-tailed: most runs a little shorter than the mean, a few several times longer;
+#: ``run_tail`` sets how heavy). Every shape keeps the mean at ``run_seconds``.
+RunDistribution = Literal["lognormal", "uniform", "pareto"]
+
+
+#: What an input URL the emulator cannot fetch is: a stand-in image, or a failure.
+UnknownUrls = Literal["image", "fail"]
+
+
+def _keys(value: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(value, str):
+        raise TypeError("api_keys must be a collection of keys, not one string")
+    return tuple(value)
+
+
+def _workspaces(
+    value: Mapping[str, Iterable[str] | None] | Iterable[str] | None,
+) -> dict[str, tuple[str, ...] | None] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        raise TypeError("workspaces must be a collection of workspace ids, not one string")
+    if isinstance(value, Mapping):
+        return {str(name): None if keys is None else tuple(keys) for name, keys in value.items()}
+    return dict.fromkeys(map(str, value))
 
 
 def _positive_or_none(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -39,19 +68,35 @@ class ModelBehaviour:
         when_busy: ``"queue"`` (the service's way: tasks beyond ``max_in_progress`` wait as
             PENDING and start in submission order) or ``"reject"`` (answer 429 instead).
         run_seconds: mean run time of a task before ``time_scale``.
-        run_sigma: spread of the lognormal run time (0.05 means about 5 %).
+        run_distribution: the shape of run times around that mean: ``"lognormal"``,
+            ``"uniform"`` or ``"pareto"`` (heavy-tailed).
+        run_sigma: lognormal only: the spread of the logarithm (0.05 means about 5 %; 0 makes
+            every run exactly ``run_seconds``).
+        run_jitter: uniform only: each run lies within this fraction of the mean (0.1: +-10 %).
+        run_tail: pareto only: the tail index, above 1; the smaller, the heavier the tail (at
+            2.5, runs are at least 0.6 of the mean and about 2 % exceed three times it). No run
+            exceeds 50 times the mean.
 
     Example:
         ```python
         ModelBehaviour(submit_rate=2, max_in_progress=1, run_seconds=15.0)
+        ModelBehaviour(run_seconds=15.0, run_distribution="uniform", run_jitter=0.1)
+        ModelBehaviour(run_seconds=15.0, run_distribution="pareto", run_tail=2.0)
         ```
     """
 
     submit_rate: float | None = attrs.field(default=2.0, validator=_positive_or_none)
     max_in_progress: int | None = attrs.field(default=1, validator=_positive_or_none)
     when_busy: Literal["queue", "reject"] = "queue"
-    run_seconds: float = 15.0
-    run_sigma: float = 0.05
+    run_seconds: float = attrs.field(default=15.0, validator=attrs.validators.ge(0))
+    run_distribution: RunDistribution = attrs.field(
+        default="lognormal", validator=attrs.validators.in_(("lognormal", "uniform", "pareto"))
+    )
+    run_sigma: float = attrs.field(default=0.05, validator=attrs.validators.ge(0))
+    run_jitter: float = attrs.field(
+        default=0.1, validator=[attrs.validators.ge(0), attrs.validators.lt(1)]
+    )
+    run_tail: float = attrs.field(default=2.5, validator=attrs.validators.gt(1))
 
 
 def _default_models() -> dict[str, ModelBehaviour]:
@@ -71,9 +116,21 @@ class EmulatorConfig:
 
     Attributes:
         api_keys: keys the API host accepts (others get 401 ``InvalidApiKey``).
-        time_scale: multiplies every task's run time: 0.01 makes a 15 s repaint take 0.15 s.
-            Limits (submit rate, task-endpoint QPS) keep their real one-second windows.
-        seed: seeds run times, task ids and probabilistic faults.
+        time_scale: multiplies every task's run time (and the few tens of milliseconds the
+            service takes to schedule a task): 0.01 makes a 15 s repaint take 0.15 s. Limits
+            (submit rate, task-endpoint QPS) keep their real one-second windows.
+        seed: seeds run times, task and request ids and probabilistic faults, so a run can be
+            repeated; None (the default) draws a fresh seed, so two emulators never share
+            task ids (``Emulator.seed`` tells which one was drawn).
+        unknown_urls: what an http(s) input URL the emulator cannot fetch (one outside
+            loopback, such as ``https://example.com/cat.png``) is: ``"image"`` (the default)
+            makes it stand for a plausible image, fixed by the URL, that passes the model's
+            rules; ``"fail"`` fails the task with the model's ``InvalidURL``, as the service
+            would for a URL it cannot download.
+        workspaces: the account's workspaces (ids for ``X-DashScope-WorkSpace``); None accepts
+            any id. A request naming another gets 404 ``WorkSpaceNotFound``. Given as a
+            mapping, an id's value lists the keys allowed into it (None: every key); another
+            key gets 403 ``Workspace.AccessDenied``.
         models: per-model limits and run times.
         task_qps: get, list and cancel requests per one-second window, shared by the account
             (service: 20); None lifts it.
@@ -89,18 +146,20 @@ class EmulatorConfig:
         fetch_loopback: fetch http(s) inputs on other loopback servers (the emulator's own
             hosts are always read directly).
         wall_start: the wall-clock time the emulator's clock starts at; None means now.
-        region: reported in the task list.
+        region: the account's region: every task list item carries it, and the list's
+            ``region`` filter matches only it.
 
     Example:
         ```python
         fast = EmulatorConfig(time_scale=0.01, seed=7)
         unlimited = EmulatorConfig().without_limits()
+        strict = EmulatorConfig(unknown_urls="fail", workspaces=["ws-main"])
         ```
     """
 
-    api_keys: tuple[str, ...] = attrs.field(default=(DEFAULT_API_KEY,), converter=tuple, repr=False)
+    api_keys: tuple[str, ...] = attrs.field(default=(DEFAULT_API_KEY,), converter=_keys, repr=False)
     time_scale: float = 1.0
-    seed: int = 0
+    seed: int | None = None
     models: Mapping[str, ModelBehaviour] = attrs.field(factory=_default_models)
     task_qps: float | None = attrs.field(
         default=float(TASK_ENDPOINT_QPS), validator=_positive_or_none
@@ -117,6 +176,12 @@ class EmulatorConfig:
     fetch_loopback: bool = True
     wall_start: datetime | None = None
     region: str = "cn-beijing"
+    unknown_urls: UnknownUrls = attrs.field(
+        default="image", validator=attrs.validators.in_(("image", "fail"))
+    )
+    workspaces: Mapping[str, tuple[str, ...] | None] | None = attrs.field(
+        default=None, converter=_workspaces, repr=False
+    )
 
     def __attrs_post_init__(self) -> None:
         if not self.time_scale > 0 or math.isinf(self.time_scale):
@@ -125,6 +190,10 @@ class EmulatorConfig:
             raise ValueError("api_keys must name at least one key")
         if self.wall_start is not None and self.wall_start.tzinfo is None:
             raise ValueError("wall_start must be timezone-aware")
+        for workspace, keys in (self.workspaces or {}).items():
+            if keys is not None and not set(keys) <= set(self.api_keys):
+                # Never name the key: it is a secret.
+                raise ValueError(f"workspaces[{workspace!r}] allows a key not in api_keys")
 
     @property
     def api_key(self) -> str:
@@ -147,10 +216,21 @@ class EmulatorConfig:
         models[model] = attrs.evolve(self.behaviour(model), **changes)
         return attrs.evolve(self, models=models)
 
+    def with_models(self, **changes: Any) -> EmulatorConfig:
+        """A copy with every model's behaviour changed alike.
+
+        Example:
+            ```python
+            jittery = EmulatorConfig().with_models(run_distribution="uniform", run_jitter=0.1)
+            ```
+        """
+        models = {
+            name: attrs.evolve(self.behaviour(name), **changes)
+            for name in dict.fromkeys([*MODELS, *self.models])
+        }
+        return attrs.evolve(self, models=models)
+
     def without_limits(self) -> EmulatorConfig:
         """A copy with every rate and concurrency limit lifted ('off')."""
-        models = {
-            name: attrs.evolve(behaviour, submit_rate=None, max_in_progress=None)
-            for name, behaviour in self.models.items()
-        }
-        return attrs.evolve(self, models=models, task_qps=None, upload_policy_qps=None)
+        lifted = self.with_models(submit_rate=None, max_in_progress=None)
+        return attrs.evolve(lifted, task_qps=None, upload_policy_qps=None)

@@ -19,6 +19,7 @@ import json
 import math
 import random
 import re
+import secrets
 import threading
 import urllib.parse
 import uuid
@@ -55,8 +56,9 @@ from .._wire import (
     UsageWire,
 )
 from . import _render
-from ._config import EmulatorConfig
+from ._config import EmulatorConfig, ModelBehaviour
 from ._faults import Fault, Faults, Route
+from ._inputs import INPUT_WORDING, StandIn, fits, stand_in
 from ._stats import CredentialLeak, EmulatorStats
 from ._tasks import EmulatedTask, InputProblem, Lane
 
@@ -76,6 +78,14 @@ _DATA_URI: Final = re.compile(r"^data:image/[a-z0-9.+-]+;base64,", re.IGNORECASE
 _SUBMIT_ROUTES: Final = {spec.submit_path: spec for spec in MODELS.values()}
 _LIST_TIME: Final = re.compile(r"^\d{14}$")
 _RESULT_CACHE_SIZE: Final = 16
+# The service schedules a task a few tens of milliseconds after a slot comes free, and a
+# repaint's start_time follows its scheduled_time by about as much (before time_scale).
+_SCHEDULING_SECONDS: Final = (0.02, 0.06)
+_START_LAG_SECONDS: Final = (0.005, 0.04)
+#: A heavy-tailed run time is at most this many times the mean.
+_PARETO_CAP: Final = 50.0
+# The account's segment of result object keys, as the result host's paths carry one.
+_ACCOUNT_SEGMENT: Final = hashlib.sha256(ACCOUNT_ID.encode()).hexdigest()[:8]
 
 
 @attrs.frozen
@@ -172,8 +182,13 @@ def _oss_error(status: int, code: str, message: str, request_id: str) -> Reply:
     return Reply(status, body.encode(), XML)
 
 
+def _key_id(key: str) -> str:
+    """A stable, public id of an API key (the task list's ``api_key_id``); never the key."""
+    return "ak-" + hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
 def _is_loopback(host: str) -> bool:
-    if host.lower() in ("localhost", "localhost.localdomain"):
+    if host.lower().rstrip(".") in ("localhost", "localhost.localdomain"):
         return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
@@ -194,17 +209,28 @@ class EmulatorCore:
         self.config = config
         self.clock = clock
         self.urls = urls
+        #: The seed in use: the configured one, else one drawn afresh (ids differ per emulator).
+        self.seed = config.seed if config.seed is not None else secrets.randbits(64)
         self.stats = EmulatorStats()
-        self.faults = Faults(seed=config.seed)
+        self.faults = Faults(seed=self.seed)
         self.tasks: dict[str, EmulatedTask] = {}
         self._lock = threading.RLock()
-        self._rng = random.Random(config.seed)
+        self._rng = random.Random(self.seed)
         self._origin: float | None = None
         self._wall_start = config.wall_start or datetime.now(UTC)
         self._secret = hashlib.sha256(f"emulator-{config.seed}-{uuid.uuid4()}".encode()).digest()
-        self._keys = {
-            key: "ak-" + hashlib.sha256(key.encode()).hexdigest()[:16] for key in config.api_keys
-        }
+        self._keys = {key: _key_id(key) for key in config.api_keys}
+        # Workspace id -> the key ids allowed into it (None: every key); None: any workspace.
+        self._workspaces = (
+            None
+            if config.workspaces is None
+            else {
+                name: None if keys is None else frozenset(map(_key_id, keys))
+                for name, keys in config.workspaces.items()
+            }
+        )
+        # Result object key -> the task and image index it serves.
+        self._result_images: dict[str, tuple[EmulatedTask, int]] = {}
         self._lanes: dict[str, Lane] = {}
         self._task_requests: deque[float] = deque()
         self._policy_requests: dict[str, deque[float]] = {}
@@ -332,6 +358,7 @@ class EmulatorCore:
                 self._new_id(),
             )
         key_id = self._authenticate(call)
+        self._check_workspace(call, key_id)
         path = path[len(API_PREFIX) :]
         if route == "submit":
             return self._submit(call, path, key_id, now)
@@ -364,6 +391,20 @@ class EmulatorCore:
         if key_id is None:
             raise self._refuse(401, "InvalidApiKey", "Invalid API-key provided.")
         return key_id
+
+    def _check_workspace(self, call: Call, key_id: str) -> None:
+        workspace = call.headers.get("x-dashscope-workspace", "").strip()
+        if not workspace or self._workspaces is None:
+            return
+        if workspace not in self._workspaces:
+            raise self._refuse(404, "WorkSpaceNotFound", f"Workspace {workspace} not found.")
+        allowed = self._workspaces[workspace]
+        if allowed is not None and key_id not in allowed:
+            raise self._refuse(
+                403,
+                "Workspace.AccessDenied",
+                f"Access to workspace {workspace} is denied for this API key.",
+            )
 
     def _throttle(self, times: deque[float], rate: float | None, now: float) -> bool:
         """True when one more request now would break ``rate`` per sliding window; else records it."""
@@ -460,14 +501,8 @@ class EmulatorCore:
         now: float,
         lane: Lane,
     ) -> Reply:
-        behaviour = lane.behaviour
-        mean = behaviour.run_seconds * self.config.time_scale
-        sigma = behaviour.run_sigma
-        run = (
-            self._rng.lognormvariate(math.log(mean) - sigma * sigma / 2, sigma)
-            if sigma > 0
-            else mean
-        )
+        scale = self.config.time_scale
+        run = _draw_run_seconds(lane.behaviour, scale, self._rng)
         task = EmulatedTask(
             task_id=self._new_id(),
             model=spec.name,
@@ -480,6 +515,8 @@ class EmulatorCore:
             images=body.parameters.n if isinstance(body, SketchBody) else 1,
             run_seconds=run,
             submitted_at=now,
+            scheduling_seconds=self._rng.uniform(*_SCHEDULING_SECONDS) * scale,
+            start_lag_seconds=self._rng.uniform(*_START_LAG_SECONDS) * scale,
             fault=self.faults.next_task_fault(spec.name),
         )
         self.tasks[task.task_id] = task
@@ -524,7 +561,8 @@ class EmulatorCore:
             style_ref = None  # the preset wins, as the service documents
         for url in (image_url, style_ref):
             if url is not None and not _well_formed(url, data_uri=True):
-                raise self._refuse(400, "InvalidURL", "Invalid URL provided in your request.")
+                problem = INPUT_WORDING[spec.kind].unreachable
+                raise self._refuse(400, problem.code, problem.message)
         return RepaintBody(spec.name, RepaintInput(image_url, style_index, style_ref))
 
     def _sketch_body(self, raw: dict[str, Any]) -> SketchBody:
@@ -605,33 +643,47 @@ class EmulatorCore:
     def _check_input(
         self, url: str, spec: ModelSpec, now: float, *, aspect: bool
     ) -> InputProblem | tuple[int, int]:
+        made_up = self._stand_in(url, spec)
+        if made_up is not None:
+            return made_up.width, made_up.height  # drawn only if a result needs its pixels
         data = self.fetch_input(url, spec.name, now)
         if isinstance(data, InputProblem):
             return data
-        rules = spec.image_rules
+        rules, wording = spec.image_rules, INPUT_WORDING[spec.kind]
         if len(data) > rules.max_bytes:
-            return InputProblem("InvalidImageFormat", "The input image is larger than 10MB.")
+            return wording.too_large
         try:
             header = read_header(data)
         except ValueError:
             header = None
         if header is None or header.format not in rules.formats:
-            return InputProblem("InvalidImageFormat", "The input image format is not supported.")
-        long_side, short_side = max(header.width, header.height), min(header.width, header.height)
-        max_long, max_short = rules.max_size
-        if short_side < rules.min_side or long_side > max_long or short_side > max_short:
-            return InputProblem(
-                "InvalidImageResolution", "The input image resolution is too large or small"
-            )
-        if aspect and long_side > rules.max_aspect_ratio * short_side:
-            return InputProblem(
-                "InvalidImageResolution", "The aspect ratio of the input image is out of range."
-            )
+            return wording.bad_format
+        if not fits(header.width, header.height, rules, aspect=aspect):
+            return wording.bad_resolution
         return header.width, header.height
+
+    def _stand_in(self, url: str, spec: ModelSpec) -> StandIn | None:
+        """The stand-in image of an http(s) URL the emulator cannot fetch, unless told to fail.
+
+        Unfetchable means outside loopback and not one of the emulator's own hosts: a made-up
+        address in a user's test. Loopback URLs are fetched (or fail) as they are.
+        """
+        if self.config.unknown_urls != "image" or not url.startswith(("http://", "https://")):
+            return None
+        parsed = urllib.parse.urlsplit(url)
+        host = parsed.hostname or ""
+        try:
+            port = parsed.port
+        except ValueError:
+            return None
+        if _is_loopback(host) or self.urls.role_of(parsed.scheme, host, port) is not None:
+            return None
+        return stand_in(url, spec)
 
     def fetch_input(self, url: str, model: str, now: float) -> bytes | InputProblem:
         """The bytes behind an input URL, as the service would download them."""
-        unreachable = InputProblem("InvalidURL", "Invalid URL provided in your request.")
+        spec = MODELS[model]
+        unreachable = INPUT_WORDING[spec.kind].unreachable
         if url.startswith("data:"):
             try:
                 return base64.b64decode(url.split(",", 1)[1], validate=True)
@@ -662,6 +714,10 @@ class EmulatorCore:
             if reply.status != 200:
                 return unreachable
             return reply.render() if reply.render is not None else reply.body
+        made_up = self._stand_in(url, spec)
+        if made_up is not None:
+            kind = "portrait" if spec.kind == "repaint" else "sketch"
+            return _render.stand_in_image(kind, made_up.width, made_up.height, made_up.seed)
         if (
             role is not None
             or not self.config.fetch_loopback
@@ -694,11 +750,16 @@ class EmulatorCore:
             if task.task_id not in lags:
                 assert task.ended_at is not None
                 lags[task.task_id] = now - task.ended_at
-        return _wire_reply(self._task_response(task, status))
+        answer = _wire.dump(self._task_response(task, status, now))
+        if status is TaskStatus.FAILED and isinstance(task.body, RepaintBody):
+            answer["usage"] = {"image_num": 0}  # the repaint page's shape for a failed task
+        return _json(200, answer)
 
-    def _task_response(self, task: EmulatedTask, status: TaskStatus) -> TaskResponseWire:
+    def _task_response(
+        self, task: EmulatedTask, status: TaskStatus, now: float
+    ) -> TaskResponseWire:
         wall = self._service_time
-        started = task.started_at is not None and not task.canceled
+        started = _has_started(status)
         terminal = status.is_terminal
         output = TaskOutputWire(
             task_id=task.task_id,
@@ -715,7 +776,9 @@ class EmulatorCore:
                 "task_metrics": TaskMetricsWire(task.images, done, len(failed))
             }
             if isinstance(task.body, RepaintBody):
-                changes["start_time"] = output.scheduled_time
+                assert task.started_at is not None and task.ended_at is not None
+                start = min(task.started_at + task.start_lag_seconds, task.ended_at)
+                changes["start_time"] = wall(start) if start <= now else None
                 changes["style_index"] = task.body.input.style_index
             if status is TaskStatus.SUCCEEDED:
                 changes["results"] = self._results(task, failed)
@@ -735,11 +798,13 @@ class EmulatorCore:
     def _results(self, task: EmulatedTask, failed: frozenset[int]) -> list[ResultItemWire]:
         if task.result_urls is None:
             assert task.ended_at is not None
-            expires = int(self.wall(task.ended_at).timestamp() + self.config.result_url_lifetime)
-            task.result_urls = [
-                self._signed_url(f"results/{task.task_id}/{index}.png", expires)
-                for index in range(task.images)
-            ]
+            ended = self.wall(task.ended_at)
+            expires = int(ended.timestamp() + self.config.result_url_lifetime)
+            task.result_urls = []
+            for index in range(task.images):
+                key = self._result_key(ended)
+                self._result_images[key] = (task, index)
+                task.result_urls.append(self._signed_url(f"{key}-{index + 1}.png", expires))
         items = []
         for index, url in enumerate(task.result_urls):
             if index in failed:
@@ -749,9 +814,21 @@ class EmulatorCore:
                 items.append(ResultItemWire(url=url))
         return items
 
+    def _result_key(self, ended: datetime) -> str:
+        """A fresh result object key, shaped as the service's (``1d/<xx>/<date>/<account>/<id>``):
+        every image of every task gets its own file name."""
+        # Not from the seeded generator: names stay unique across emulators given one seed
+        # (a signed URL cannot be repeated anyway: its signing secret is fresh per emulator).
+        image_id = str(uuid.uuid4())
+        shard = hashlib.sha256(image_id.encode()).hexdigest()[:2]
+        date = ended.astimezone(_wire.CHINA_TZ).strftime("%Y%m%d")
+        return f"1d/{shard}/{date}/{_ACCOUNT_SEGMENT}/{image_id}"
+
     def _cancel(self, task_id: str, now: float) -> Reply:
         task = self.tasks.get(urllib.parse.unquote(task_id))
-        if task is None or task.status_at(now) is not TaskStatus.PENDING:
+        # Once a slot is the task's, the service is scheduling it: too late, though it still
+        # reads PENDING for those few milliseconds.
+        if task is None or task.started_at is not None or task.canceled:
             raise self._refuse(
                 400,
                 "UnsupportedOperation",
@@ -775,8 +852,11 @@ class EmulatorCore:
                 400, "InvalidParameter", "page_no must be >= 1 and page_size 1 to 100"
             )
         model, status, only = query.get("model_name"), query.get("status"), query.get("task_id")
+        key_id, region = query.get("api_key_id"), query.get("region")
         if status is not None and status not in TaskStatus.__members__:
             raise self._refuse(400, "InvalidParameter", f"unknown status {status!r}")
+        if region and region != self.config.region:
+            return self._list_page([], page_no, page_size)  # every task is in this region
         matches = []
         for task in reversed(self.tasks.values()):  # newest first
             created = self.wall(task.submitted_at)
@@ -784,21 +864,33 @@ class EmulatorCore:
                 continue
             if (model and task.model != model) or (only and task.task_id != only):
                 continue
+            if key_id and task.api_key_id != key_id:
+                continue
             task_status = task.status_at(now)
             if status and task_status.value != status:
                 continue
             matches.append((task, task_status))
+        return self._list_page(matches, page_no, page_size)
+
+    def _list_page(
+        self, matches: list[tuple[EmulatedTask, TaskStatus]], page_no: int, page_size: int
+    ) -> Reply:
         page = matches[(page_no - 1) * page_size : page_no * page_size]
-        return _wire_reply(
+        answer = _wire.dump(
             TaskListWire(
                 request_id=self._new_id(),
                 total=len(matches),
                 total_page=math.ceil(len(matches) / page_size),
                 page_no=page_no,
                 page_size=page_size,
-                data=[self._list_item(task, task_status) for task, task_status in page],
             )
         )
+        # Every documented key, null where a time is not known yet (as the service sends them).
+        answer["data"] = [
+            _wire.converter.unstructure(self._list_item(task, task_status))
+            for task, task_status in page
+        ]
+        return _json(200, answer)
 
     def _list_window(
         self, start_text: str | None, end_text: str | None, now: float
@@ -832,7 +924,7 @@ class EmulatorCore:
     def _list_item(self, task: EmulatedTask, status: TaskStatus) -> TaskListItemWire:
         spec = MODELS[task.model]
         _, group, kind, function = spec.submit_path.strip("/").split("/")
-        started = task.started_at if task.started_at is not None and not task.canceled else None
+        started = task.started_at if _has_started(status) else None
         return TaskListItemWire(
             task_id=task.task_id,
             status=status.value,
@@ -1009,8 +1101,9 @@ class EmulatorCore:
         if path.startswith("inputs/"):
             data = self._public.get(path.removeprefix("inputs/"))
             return no_such_key if data is None else Reply(200, data, "application/octet-stream")
-        match = re.fullmatch(r"results/([^/]+)/(\d+)\.png", path)
-        if match is None:
+        stem, dash, number = path.removesuffix(".png").rpartition("-")
+        image = self._result_images.get(stem) if dash and path.endswith(".png") else None
+        if image is None or number != str(image[1] + 1):
             return no_such_key
         query = call.query
         expires_text, signature = query.get("Expires", ""), query.get("Signature", "")
@@ -1025,13 +1118,10 @@ class EmulatorCore:
             )
         if self.wall(now).timestamp() > int(expires_text):
             return _oss_error(403, "AccessDenied", "Request has expired.", request_id)
-        task = self.tasks.get(match[1])
-        index = int(match[2])
+        task, index = image
         if (
-            task is None
-            or not self._visible(task, now)
+            not self._visible(task, now)
             or task.status_at(now) is not TaskStatus.SUCCEEDED
-            or index >= task.images
             or index in task.failed_indexes
         ):
             return no_such_key
@@ -1077,6 +1167,33 @@ class EmulatorCore:
         return image
 
 
+def _draw_run_seconds(behaviour: ModelBehaviour, time_scale: float, rng: random.Random) -> float:
+    """One task's run time: drawn from the behaviour's distribution, its mean ``run_seconds``
+    (scaled)."""
+    mean = behaviour.run_seconds * time_scale
+    match behaviour.run_distribution:
+        case "uniform":
+            jitter = behaviour.run_jitter
+            return mean * rng.uniform(1 - jitter, 1 + jitter)
+        case "pareto":
+            # Pareto I with minimum m has mean m * a / (a - 1): choose m to keep the mean. The
+            # cap keeps one freak draw from stalling a whole benchmark; it moves the mean by
+            # far less than a percent for any tail index above 1.5.
+            tail = behaviour.run_tail
+            return min(mean * (tail - 1) / tail * rng.paretovariate(tail), mean * _PARETO_CAP)
+        case _:
+            sigma = behaviour.run_sigma
+            if sigma == 0 or mean == 0:
+                return mean
+            # exp(N(mu, sigma)) has mean exp(mu + sigma^2 / 2).
+            return rng.lognormvariate(math.log(mean) - sigma * sigma / 2, sigma)
+
+
+def _has_started(status: TaskStatus) -> bool:
+    """Whether a task in ``status`` has a scheduled (start) time to show."""
+    return status not in (TaskStatus.PENDING, TaskStatus.CANCELED)
+
+
 def _input_urls(body: RepaintBody | SketchBody) -> list[tuple[str, str]]:
     if isinstance(body, SketchBody):
         return [("sketch_image_url", body.input.sketch_image_url)]
@@ -1094,6 +1211,10 @@ def _well_formed(url: str, *, data_uri: bool) -> bool:
     if url.startswith("oss://"):
         return len(url) > len("oss://")
     parsed = urllib.parse.urlsplit(url)
+    try:
+        parsed.port  # noqa: B018 (a port out of range raises)
+    except ValueError:
+        return False
     return parsed.scheme in ("http", "https") and bool(parsed.hostname)
 
 

@@ -134,6 +134,17 @@ class Emulator:
         return self._core.config
 
     @property
+    def seed(self) -> int:
+        """The seed in use: ``config.seed``, or the one drawn for this emulator when that is None.
+
+        Example:
+            ```python
+            again = Emulator(attrs.evolve(emulator.config, seed=emulator.seed))  # same ids
+            ```
+        """
+        return self._core.seed
+
+    @property
     def api_key(self) -> str:
         """A key the emulator accepts."""
         return self._core.config.api_key

@@ -13,7 +13,7 @@ import zlib
 from functools import lru_cache
 from types import ModuleType
 
-__all__ = ["render_repaint", "render_sketch", "sample_image"]
+__all__ = ["render_repaint", "render_sketch", "sample_image", "stand_in_image"]
 
 REPAINT_SHORT_SIDE = 1536
 SKETCH_SIDE = 768
@@ -159,3 +159,19 @@ def sample_image(kind: str) -> bytes:
         draw.ellipse((214, 120, 554, 420), outline=(0, 0, 0), width=10)
         draw.line((100, 700, 668, 700), fill=(0, 0, 0), width=8)
     return _encode(image)
+
+
+@lru_cache(maxsize=8)
+def stand_in_image(kind: str, width: int, height: int, seed: int) -> bytes:
+    """The picture a made-up input URL stands for: the sample ``kind`` at ``width`` x ``height``,
+    tinted by ``seed`` (so different URLs give different pictures)."""
+    tint = _tint(seed)
+    pil = _pillow()
+    if pil is None:
+        return plain_png(width, height, tint)
+    from PIL import ImageChops
+
+    with pil.Image.open(io.BytesIO(sample_image(kind))) as sample:
+        image = sample.convert("RGB").resize((width, height))
+    wash = tuple(255 - (255 - channel) // 4 for channel in tint)  # a light wash of the tint
+    return _encode(ImageChops.multiply(image, pil.Image.new("RGB", (width, height), wash)))

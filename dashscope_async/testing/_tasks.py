@@ -47,8 +47,11 @@ class EmulatedTask:
         images: images asked for (``n``; 1 for repaint).
         run_seconds: how long it runs once started (scaled).
         submitted_at: clock time of the submit.
-        started_at: clock time it started RUNNING (None while PENDING).
-        ended_at: clock time it ends or ended (None while PENDING).
+        scheduling_seconds: from a slot coming free to the task RUNNING: the few tens of
+            milliseconds between the service's ``submit_time`` and ``scheduled_time`` (scaled).
+        start_lag_seconds: from ``scheduled_time`` to a repaint's ``start_time`` (scaled).
+        started_at: clock time it starts or started RUNNING (None while it waits for a slot).
+        ended_at: clock time it ends or ended (None while it waits for a slot).
         canceled: whether it was cancelled while PENDING.
         fault: an injected failure, if any.
         input_problem: the service's objection to its inputs, found when it started.
@@ -65,6 +68,8 @@ class EmulatedTask:
     images: int
     run_seconds: float
     submitted_at: float
+    scheduling_seconds: float = 0.0
+    start_lag_seconds: float = 0.0
     started_at: float | None = None
     ended_at: float | None = None
     canceled: bool = False
@@ -76,8 +81,8 @@ class EmulatedTask:
         """The status at clock time ``now`` (``Lane.advance`` must have run up to ``now``)."""
         if self.canceled:
             return TaskStatus.CANCELED
-        if self.started_at is None:
-            return TaskStatus.PENDING
+        if self.started_at is None or now < self.started_at:
+            return TaskStatus.PENDING  # waiting for a slot, or being scheduled into one
         assert self.ended_at is not None
         if self.ended_at > now:
             return TaskStatus.RUNNING
@@ -165,12 +170,15 @@ class Lane:
             self._start(self.waiting.popleft(), at)
 
     def _start(self, task: EmulatedTask, at: float) -> None:
+        # The slot is the task's from ``at``; it runs once the service has scheduled it.
         task.input_problem = self.check_inputs(task, at)
         run = self.input_failure_seconds if task.input_problem else task.run_seconds
-        task.started_at = at
-        task.ended_at = at + run
+        task.started_at = at + task.scheduling_seconds
+        task.ended_at = task.started_at + run
         self._sequence += 1
         heapq.heappush(self.running, (task.ended_at, self._sequence, task))
-        self.stats.busy_intervals.setdefault(self.model, []).append((at, task.ended_at))
+        self.stats.busy_intervals.setdefault(self.model, []).append(
+            (task.started_at, task.ended_at)
+        )
         if len(self.running) > self.stats.peak_running[self.model]:
             self.stats.peak_running[self.model] = len(self.running)

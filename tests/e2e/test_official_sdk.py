@@ -10,14 +10,18 @@ unchanged against it. The SDK blocks, so these are plain (synchronous) tests, ex
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
 from http import HTTPStatus
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 import httpx
 import pytest
 
-from dashscope_async.testing import RunningServer
+from dashscope_async import _wire
+from dashscope_async.testing import Emulator, EmulatorConfig, RunningServer
 from tests.images_util import make_image
 
 dashscope = pytest.importorskip("dashscope")
@@ -28,6 +32,8 @@ from dashscope.client.base_api import BaseAsyncApi  # noqa: E402
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 
 SKETCH_MODEL = "wanx-sketch-to-image-lite"
+REPAINT_MODEL = "wanx-style-repaint-v1"
+MADE_UP = "https://help-static-aliyun-doc.aliyuncs.com/assets/img/zh-CN/6609471071/p743851.jpg"
 
 
 @pytest.fixture
@@ -139,3 +145,163 @@ async def test_sketch_with_aio_image_synthesis(
     task_id = response.output.task_id
     # The SDK polls GET /tasks/{id}/?n=1&style=... : the emulator took those as polls of the task.
     assert emulator.stats.polls[task_id] >= 1
+
+
+# --- users' tests: made-up URLs, file names, ids ------------------------------------------------
+
+
+@contextmanager
+def served(config: EmulatorConfig, monkeypatch: pytest.MonkeyPatch) -> Iterator[RunningServer]:
+    """Another emulator server, with the SDK pointed at it for the rest of the test."""
+    with Emulator(config).serve_sync() as server:
+        monkeypatch.setattr(dashscope, "base_http_api_url", server.base_url)
+        monkeypatch.setattr(dashscope, "api_key", server.api_key)
+        yield server
+
+
+def sketch_call(sdk: Any, url: str, **options: Any) -> Any:
+    options.setdefault("n", 1)
+    return sdk.ImageSynthesis.call(
+        model=SKETCH_MODEL,
+        prompt="a towering tree",
+        sketch_image_url=url,
+        style="<watercolor>",
+        size="768*768",
+        task="image2image",
+        **options,
+    )
+
+
+def file_name(url: str) -> str:
+    """The name the service's sample code saves a result under."""
+    return PurePosixPath(unquote(urlparse(url).path)).parts[-1]
+
+
+def test_a_made_up_url_succeeds_through_image_synthesis_call(
+    sdk: Any, emulator_server: RunningServer
+) -> None:
+    # The very URL of the SDK's documentation example: nothing is fetched off loopback.
+    response = sketch_call(sdk, MADE_UP)
+    assert response.status_code == HTTPStatus.OK, response
+    assert response.output.task_status == "SUCCEEDED"
+    assert response.usage.image_count == 1
+    image = httpx.get(response.output.results[0].url)
+    assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
+
+
+def test_strict_mode_fails_a_made_up_url(sdk: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    with served(EmulatorConfig(time_scale=0.02, unknown_urls="fail"), monkeypatch):
+        response = sketch_call(sdk, MADE_UP)
+    assert response.status_code == HTTPStatus.OK  # the task ran, and failed
+    assert response.output.task_status == "FAILED"
+    assert response.output.code == "InvalidURL"
+    assert "request image format is one of the following types" in response.output.message
+
+
+def test_two_tasks_result_urls_never_share_a_file_name(
+    sdk: Any, emulator_server: RunningServer, tmp_path: Path
+) -> None:
+    first = sketch_call(sdk, emulator_server.emulator.sample_image_url("sketch"), n=2)
+    second = sketch_call(sdk, MADE_UP, n=2)
+    urls = [result.url for response in (first, second) for result in response.output.results]
+    assert len(urls) == 4
+    # Saved as the service's sample code saves them: by the URL's file name.
+    for url in urls:
+        (tmp_path / file_name(url)).write_bytes(httpx.get(url).content)
+    assert len(list(tmp_path.iterdir())) == 4
+    assert all(file_name(url).endswith(("-1.png", "-2.png")) for url in urls)
+
+
+def test_two_emulators_give_different_ids(sdk: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    ids = []
+    for _ in range(2):
+        with served(EmulatorConfig(time_scale=0.02), monkeypatch) as server:
+            response = sdk.ImageSynthesis.async_call(
+                model=SKETCH_MODEL,
+                prompt="a towering tree",
+                sketch_image_url=server.emulator.sample_image_url("sketch"),
+                n=1,
+                task="image2image",
+            )
+            assert response.status_code == HTTPStatus.OK, response
+            ids.append(response.output.task_id)
+    assert ids[0] != ids[1]
+
+
+# --- fidelity -----------------------------------------------------------------------------------
+
+
+def test_the_sdk_gets_each_models_input_error_words(
+    sdk: Any, emulator_server: RunningServer
+) -> None:
+    emulator = emulator_server.emulator
+    too_big = emulator.add_image(make_image("PNG", 2100, 1500))
+    sketch = sketch_call(sdk, too_big)
+    assert (sketch.output.task_status, sketch.output.code) == ("FAILED", "InvalidFile.Resolution")
+    assert sketch.output.message.endswith("largest length of image is smaller than 4096.")
+    repaint = BaseAsyncApi.call(
+        model=REPAINT_MODEL,
+        input={"image_url": emulator.add_image(make_image("PNG", 200, 300)), "style_index": 1},
+        task_group="aigc",
+        task="image-generation",
+        function="generation",
+    )
+    assert repaint.output["code"] == "InvalidImageResolution"
+    assert repaint.output["message"] == "The input image resolution is too large or small"
+    assert repaint.usage == {"image_num": 0}  # a failed repaint's usage, as its page shows it
+
+
+def test_the_sdk_is_refused_an_unknown_workspace(sdk: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    with served(EmulatorConfig(time_scale=0.02, workspaces=["ws-main"]), monkeypatch) as server:
+        url = server.emulator.sample_image_url("sketch")
+        refused = sdk.ImageSynthesis.async_call(
+            model=SKETCH_MODEL, prompt="a tree", sketch_image_url=url, n=1, task="image2image",
+            workspace="ws-gone",
+        )  # fmt: skip
+        accepted = sketch_call(sdk, url, workspace="ws-main")
+    assert (refused.status_code, refused.code) == (404, "WorkSpaceNotFound")
+    assert accepted.output.task_status == "SUCCEEDED"
+
+
+def test_the_sdks_list_filters_by_api_key_id_and_region(
+    sdk: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = EmulatorConfig(api_keys=("sk-one", "sk-two"), time_scale=0.02)
+    with served(config, monkeypatch) as server:
+        url = server.emulator.sample_image_url("sketch")
+        mine = sketch_call(sdk, url).output.task_id
+        theirs = sketch_call(sdk, url, api_key="sk-two").output.task_id
+        everything = sdk.ImageSynthesis.list(page_size=100)
+        key_id = next(i for i in everything.output["data"] if i["task_id"] == theirs)["api_key_id"]
+        by_key = sdk.ImageSynthesis.list(api_key_id=key_id)
+        here = sdk.ImageSynthesis.list(region="cn-beijing")
+        elsewhere = sdk.ImageSynthesis.list(region="ap-southeast-1")
+    assert {item["task_id"] for item in everything.output["data"]} == {mine, theirs}
+    assert [item["task_id"] for item in by_key.output["data"]] == [theirs]
+    assert here.output["total"] == 2 and elsewhere.output["total"] == 0
+
+
+def test_the_sdk_sees_the_services_time_gaps_and_run_time_shapes(
+    sdk: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = EmulatorConfig(time_scale=0.02).with_models(run_distribution="uniform", run_jitter=0.1)
+    with served(config, monkeypatch) as server:
+        url = server.emulator.sample_image_url("portrait")
+        response = BaseAsyncApi.call(
+            model=REPAINT_MODEL,
+            input={"image_url": url, "style_index": 2},
+            task_group="aigc",
+            task="image-generation",
+            function="generation",
+        )
+    output = response.output
+
+    def moment(name: str) -> datetime:
+        parsed = _wire.parse_service_time(output[name])
+        assert parsed is not None
+        return parsed
+
+    # Tens of milliseconds at the service's pace; here x 0.02, so under 2 ms, and in order.
+    assert moment("submit_time") <= moment("scheduled_time") <= moment("start_time")
+    run = (moment("end_time") - moment("scheduled_time")).total_seconds()
+    assert 15 * 0.02 * 0.9 - 0.002 <= run <= 15 * 0.02 * 1.1 + 0.002  # uniform, +-10 %
