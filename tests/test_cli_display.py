@@ -182,12 +182,13 @@ def test_the_emulator_command_has_its_options_and_defaults() -> None:
     for option, default in (
         ("--port", "8089"),
         ("--time-scale", "1.0"),
-        ("--seed", "0"),
+        ("--seed", "fresh each start"),
         ("--api-key", "sk-emulator"),
     ):
         assert option in shown.output
         assert f"[default: {default}" in shown.output
-    assert "--faults" in shown.output and "--no-limits" in shown.output
+    for flag in ("--faults", "--no-limits", "--strict-urls"):
+        assert flag in shown.output
     bad = CliRunner().invoke(cli, ["emulator", "--time-scale", "0"])
     assert bad.exit_code == 2 and "--time-scale" in bad.output
 

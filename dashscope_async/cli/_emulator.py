@@ -57,7 +57,10 @@ async def serve_emulator(*, time_scale: float, seed: int = 7) -> AsyncIterator[R
     help="Multiply task run times (0.1: ten times faster than the service).",
 )
 @click.option(
-    "--seed", type=int, default=0, show_default=True, help="Seed for run times and faults."
+    "--seed",
+    type=int,
+    default=None,
+    help="Repeat task ids, run times and faults from this seed [default: fresh each start].",
 )
 @click.option(
     "--api-key",
@@ -67,6 +70,14 @@ async def serve_emulator(*, time_scale: float, seed: int = 7) -> AsyncIterator[R
     help="The key the emulator accepts.",
 )
 @click.option("--no-limits", is_flag=True, help="Lift every rate and concurrency limit.")
+@click.option(
+    "--strict-urls",
+    is_flag=True,
+    help=(
+        "Fail tasks whose input URLs cannot be fetched (InvalidURL), as the service does;"
+        " by default a made-up URL stands for a plausible image."
+    ),
+)
 @click.option(
     "--faults",
     default="",
