@@ -84,9 +84,10 @@ class Snippet:
 
     def compiled(self) -> CodeType:
         """The fragment's code object (top-level ``await`` allowed)."""
-        return compile(
+        code: CodeType = compile(
             self.code, self.name, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True
         )
+        return code
 
 
 def pages() -> list[Path]:
