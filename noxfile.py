@@ -1,8 +1,10 @@
-"""The one entry point for checks: ``nox -s tests lint typecheck docs bench demo``."""
+"""The one entry point for checks: ``nox -s tests lint typecheck docs build bench demo``."""
 
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 
 import nox
 
@@ -40,6 +42,32 @@ def docs(session: nox.Session) -> None:
     """Build the documentation site with --strict."""
     session.install("-e", ".[dev]", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.25")
     session.run("mkdocs", "build", "--strict", "--site-dir", "site")
+
+
+#: Run on the built wheel: it must hold the package (and its metadata) and nothing else.
+_WHEEL_HOLDS_THE_PACKAGE_ONLY = """
+import sys, zipfile
+(wheel,) = sys.argv[1:]
+names = zipfile.ZipFile(wheel).namelist()
+tops = {name.split("/", 1)[0] for name in names}
+others = {top for top in tops if top != "dashscope_async" and not top.endswith(".dist-info")}
+assert not others, f"the wheel holds more than the package: {sorted(others)}"
+assert "dashscope_async/py.typed" in names, "the wheel lacks py.typed"
+print(f"{wheel}: {len(names)} files, dashscope_async only")
+"""
+
+
+@nox.session(python=PYTHON)
+def build(session: nox.Session) -> None:
+    """Build the sdist and the wheel into dist/ and check them: metadata (twine check --strict)
+    and a wheel that holds the package alone."""
+    session.install("build>=1.2", "twine>=5")
+    shutil.rmtree("dist", ignore_errors=True)
+    session.run("python", "-m", "build", "--outdir", "dist")
+    artefacts = sorted(str(path) for path in Path("dist").iterdir())
+    session.run("twine", "check", "--strict", *artefacts)
+    (wheel,) = (name for name in artefacts if name.endswith(".whl"))
+    session.run("python", "-c", _WHEEL_HOLDS_THE_PACKAGE_ONLY, wheel)
 
 
 @nox.session(python=PYTHON)
