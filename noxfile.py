@@ -39,9 +39,12 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def docs(session: nox.Session) -> None:
-    """Build the documentation site with --strict."""
-    session.install("-e", ".[dev]", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.25")
+    """Build the documentation site with --strict (Mermaid fetched once from the npm registry),
+    then load every page in headless Chromium: no code block or table wider than its column,
+    every diagram drawn; screenshots of the main pages in site-screenshots/."""
+    session.install("-e", ".[dev,docs]")
     session.run("mkdocs", "build", "--strict", "--site-dir", "site")
+    session.run("python", "docs/_ext/browser_check.py", "site", "--screenshots", "site-screenshots")
 
 
 #: Run on the built wheel: it must hold the package (and its metadata) and nothing else.

@@ -168,7 +168,7 @@ class Bot:
         except ds.ValidationError as exc:
             return f"Photo {job.number}: that image will not work: {exc.rule}."
         except ds.DashScopeError as exc:
-            return f"Photo {job.number}: failed ({type(exc).__name__}); please try again later."
+            return f"Photo {job.number}: failed ({type(exc).__name__}); try again later."
         urls = " ".join(image.url for image in result.images)
         return f"Photo {job.number}: done! {urls}"
 
