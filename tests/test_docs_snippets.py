@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import inspect
 import os
+import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,18 @@ def reader_env(server: RunningServer) -> dict[str, str]:
         PYTHONDONTWRITEBYTECODE="1",
     )
     return env
+
+
+def loopback_only(resolve: Callable[..., Any]) -> Callable[..., Any]:
+    """``socket.getaddrinfo`` that refuses every host but loopback: a block never reaches out."""
+
+    def guarded(host: Any, *args: Any, **kwargs: Any) -> Any:
+        name = host.decode() if isinstance(host, bytes) else str(host)
+        if name not in ("127.0.0.1", "::1", "localhost"):
+            raise OSError(f"the docs' tests reach loopback only, not {name}")
+        return resolve(host, *args, **kwargs)
+
+    return guarded
 
 
 def run_process(args: list[str], cwd: Path, env: dict[str, str]) -> None:
@@ -156,6 +169,7 @@ def test_the_block_runs(
         for name, value in env.items():
             monkeypatch.setenv(name, value)
         monkeypatch.chdir(files)
+        monkeypatch.setattr(socket, "getaddrinfo", loopback_only(socket.getaddrinfo))
         run_fragment(snippet, served, env)
 
 
