@@ -153,7 +153,8 @@ def test_the_eta_follows_the_run_times_seen_not_the_service_typical_ones() -> No
 def test_the_summary_line_counts_tasks_left_running() -> None:
     line = summary_line(records(), 12.34)
     assert line.startswith("4 jobs: 1 succeeded, 1 failed, 1 running, 1 canceled in 12.3 s")
-    assert "1 task is still running on the service" in line
+    assert "1 task is still running on the service: it may finish and be billed" in line
+    assert "to collect it" in line
     assert summary_line(records()[:1], 1.0) == "1 job: 1 succeeded in 1.0 s"
 
 

@@ -223,11 +223,10 @@ def summary_line(records: Sequence[JobRecord], elapsed: float) -> str:
     line = f"{plural(len(records), 'job')}: {counts or 'none'} in {elapsed:.1f} s"
     running = sum(1 for r in records if r.status == "running")
     if running:
-        tasks = plural(running, "task")
-        verb = "is" if running == 1 else "are"
+        they, verb, them = ("it", "is", "it") if running == 1 else ("they", "are", "them")
         line += (
-            f"\n[yellow]{tasks} {verb} still running on the service: they may finish and be"
-            " billed; run the same command again to collect them[/]"
+            f"\n[yellow]{plural(running, 'task')} {verb} still running on the service: {they}"
+            f" may finish and be billed; run the same command again to collect {them}[/]"
         )
     return line
 
