@@ -580,3 +580,13 @@ def test_the_command_line_has_a_strict_url_flag_and_a_fresh_seed_by_default() ->
     assert default.config.unknown_urls == "image" and default.config.seed is None
     strict = build(parse_args(["--strict-urls", "--seed", "4"]))
     assert strict.config.unknown_urls == "fail" and strict.seed == 4
+
+
+def test_the_cli_emulator_command_offers_the_strict_url_flag() -> None:
+    from click.testing import CliRunner
+
+    from dashscope_async.cli import cli
+
+    result = CliRunner().invoke(cli, ["emulator", "--help"])
+    assert result.exit_code == 0, result.output
+    assert "--strict-urls" in result.output
