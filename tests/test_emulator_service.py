@@ -279,6 +279,57 @@ async def test_strict_mode_fails_a_made_up_url_with_the_models_invalid_url(
     assert task_of(emulator, task_id)["output"]["task_status"] == "SUCCEEDED"
 
 
+@pytest.fixture
+def loopback_image() -> Any:
+    """A PNG served by a plain HTTP server of the test's own on 127.0.0.1."""
+    import http.server
+    import threading
+
+    picture = make_image("PNG", 640, 640)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            found = self.path == "/sketch.png"
+            self.send_response(200 if found else 404)
+            self.send_header("Content-Length", str(len(picture) if found else 0))
+            self.end_headers()
+            if found:
+                self.wfile.write(picture)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@pytest.mark.parametrize("unknown_urls", ["image", "fail"])
+def test_loopback_urls_are_fetched_as_they_are_in_either_mode(
+    loopback_image: str, unknown_urls: Any
+) -> None:
+    def outcome(url: str, **changes: Any) -> tuple[str, str | None]:
+        clock = ManualClock()
+        config = EmulatorConfig(seed=2, unknown_urls=unknown_urls, **changes)
+        emulator = Emulator(config, clock=clock)
+        task_id = submit(emulator, sketch_body(url))["output"]["task_id"]
+        clock.advance(60)
+        output = task_of(emulator, task_id)["output"]
+        return output["task_status"], output.get("code")
+
+    assert outcome(loopback_image + "/sketch.png") == ("SUCCEEDED", None)
+    # A loopback URL is never a stand-in: missing, or not fetched, it fails.
+    assert outcome(loopback_image + "/missing.png") == ("FAILED", "InvalidURL")
+    not_fetched = outcome(loopback_image + "/sketch.png", fetch_loopback=False)
+    assert not_fetched == ("FAILED", "InvalidURL")
+
+
 def test_a_bad_unknown_urls_setting_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown_urls"):
         EmulatorConfig(unknown_urls="ignore")  # type: ignore[arg-type]
