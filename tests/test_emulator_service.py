@@ -517,13 +517,22 @@ def test_undeclared_workspaces_accept_any_id_and_a_list_of_ids_is_enough() -> No
     assert "sk-secret-typo" not in str(caught.value)
 
 
-async def test_the_client_sees_an_unknown_workspace_as_not_found() -> None:
-    emulator = Emulator(time_scale=0.001, workspaces=["ws-main"])
+async def test_the_client_sees_a_wrong_workspace_as_not_found_or_denied() -> None:
+    emulator = Emulator(
+        time_scale=0.001,
+        api_keys=(KEY, "sk-other"),
+        workspaces={"ws-main": None, "ws-lab": (KEY,)},
+    )
     request = ds.SketchToImage(emulator.sample_image_url("sketch"), prompt="a tree")
     async with emulator.client(workspace="ws-other") as client:
         with pytest.raises(ds.NotFoundError) as caught:
             await client.submit(request)
     assert caught.value.code == "WorkSpaceNotFound"
+    async with emulator.client(workspace="ws-lab", api_key="sk-other") as client:
+        with pytest.raises(ds.PermissionDeniedError) as denied:
+            await client.submit(request)
+    assert denied.value.code == "Workspace.AccessDenied"
+    assert emulator.tasks == {}
     async with emulator.client(workspace="ws-main") as client:
         assert (await client.generate(request)).status is ds.TaskStatus.SUCCEEDED
 
