@@ -1177,8 +1177,8 @@ def _draw_run_seconds(behaviour: ModelBehaviour, time_scale: float, rng: random.
             return mean * rng.uniform(1 - jitter, 1 + jitter)
         case "pareto":
             # Pareto I with minimum m has mean m * a / (a - 1): choose m to keep the mean. The
-            # cap keeps one freak draw from stalling a whole benchmark; it moves the mean by
-            # far less than a percent for any tail index above 1.5.
+            # cap keeps one freak draw from stalling a whole benchmark; it lowers the mean by
+            # ((a - 1) / 50a) ** (a - 1) / a: 0.05 % at the default 2.5, 0.5 % at 2.
             tail = behaviour.run_tail
             return min(mean * (tail - 1) / tail * rng.paretovariate(tail), mean * _PARETO_CAP)
         case _:
