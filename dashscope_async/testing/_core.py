@@ -229,7 +229,7 @@ class EmulatorCore:
                 for name, keys in config.workspaces.items()
             }
         )
-        # Result object key -> the task and image index it serves.
+        # Result object path -> the task and image index it serves.
         self._result_images: dict[str, tuple[EmulatedTask, int]] = {}
         self._lanes: dict[str, Lane] = {}
         self._task_requests: deque[float] = deque()
@@ -802,9 +802,9 @@ class EmulatorCore:
             expires = int(ended.timestamp() + self.config.result_url_lifetime)
             task.result_urls = []
             for index in range(task.images):
-                key = self._result_key(ended)
-                self._result_images[key] = (task, index)
-                task.result_urls.append(self._signed_url(f"{key}-{index + 1}.png", expires))
+                path = f"{self._result_key(ended)}-{index + 1}.png"
+                self._result_images[path] = (task, index)
+                task.result_urls.append(self._signed_url(path, expires))
         items = []
         for index, url in enumerate(task.result_urls):
             if index in failed:
@@ -1101,9 +1101,8 @@ class EmulatorCore:
         if path.startswith("inputs/"):
             data = self._public.get(path.removeprefix("inputs/"))
             return no_such_key if data is None else Reply(200, data, "application/octet-stream")
-        stem, dash, number = path.removesuffix(".png").rpartition("-")
-        image = self._result_images.get(stem) if dash and path.endswith(".png") else None
-        if image is None or number != str(image[1] + 1):
+        image = self._result_images.get(path)
+        if image is None:
             return no_such_key
         query = call.query
         expires_text, signature = query.get("Expires", ""), query.get("Signature", "")
