@@ -1083,11 +1083,12 @@ class EmulatorCore:
         return f"{self.urls.result_url}/inputs/{urllib.parse.quote(name)}"
 
     def _signed_url(self, key: str, expires: int) -> str:
+        # Signed as the host reads it (decoded); sent percent-encoded.
         signature = self._sign(f"GET\n{expires}\n/{key}")
         query = urllib.parse.urlencode(
             {"Expires": expires, "OSSAccessKeyId": ACCESS_KEY_ID, "Signature": signature}
         )
-        return f"{self.urls.result_url}/{key}?{query}"
+        return f"{self.urls.result_url}/{urllib.parse.quote(key)}?{query}"
 
     def _serve_result(self, call: Call, now: float) -> Reply:
         request_id = self._new_id()
