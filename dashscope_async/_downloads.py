@@ -319,15 +319,29 @@ async def _stream_to(
             await response.aclose()
 
 
+def _body_chunks(response: httpx.Response) -> AsyncGenerator[bytes, None]:
+    """The body's chunks as one async generator that the caller closes when it stops early.
+
+    A plain body is read from the response's stream itself, one generator deep, so stopping
+    at the cap leaves no half-read generator of httpx behind; an encoded body goes through
+    httpx's decoder (decoded bytes are what the cap counts, so a compressed body cannot slip
+    past it).
+    """
+    encoding = response.headers.get("content-encoding", "identity").lower()
+    if encoding == "identity" and isinstance(response.stream, httpx.AsyncByteStream):
+        body = response.stream.__aiter__()
+    else:
+        body = response.aiter_bytes(DOWNLOAD_CHUNK_BYTES)
+    # httpx types both as AsyncIterator; they are async generators, closed by the caller.
+    return cast("AsyncGenerator[bytes, None]", body)
+
+
 async def _write_body(response: httpx.Response, attempt: _Attempt, part: Path) -> int:
     """Stream the body into ``part``; the number of (decoded) bytes written."""
     received = 0
     try:
         async with await anyio.open_file(part, "wb") as file:
-            # Decoded bytes are counted: a compressed body cannot slip past the cap.
-            # httpx types it as an AsyncIterator; it is an async generator, closed here at once.
-            body = cast("AsyncGenerator[bytes, None]", response.aiter_bytes(DOWNLOAD_CHUNK_BYTES))
-            async with aclosing(body) as chunks:
+            async with aclosing(_body_chunks(response)) as chunks:
                 while True:
                     with attempt.network() as waiting:
                         chunk = await anext(chunks, None)

@@ -90,6 +90,10 @@ class EmulatorConfig:
             hosts are always read directly).
         wall_start: the wall-clock time the emulator's clock starts at; None means now.
         region: reported in the task list.
+        result_file_name: serve every result image under this one file name
+            (``.../results/<task>/<image>/<name>``), as object stores that name every object
+            alike do; for tests of code that saves results by their URL's file name. None
+            (the default) gives each its own name.
 
     Example:
         ```python
@@ -117,8 +121,13 @@ class EmulatorConfig:
     fetch_loopback: bool = True
     wall_start: datetime | None = None
     region: str = "cn-beijing"
+    result_file_name: str | None = None
 
     def __attrs_post_init__(self) -> None:
+        if self.result_file_name is not None and (
+            not self.result_file_name or "/" in self.result_file_name
+        ):
+            raise ValueError("result_file_name must be a file name (no '/')")
         if not self.time_scale > 0 or math.isinf(self.time_scale):
             raise ValueError("time_scale must be a positive, finite number")
         if not self.api_keys:

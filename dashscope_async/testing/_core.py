@@ -280,6 +280,9 @@ class EmulatorCore:
     def _early_fault(self, fault: Fault, route: Route) -> Reply | None:
         if fault.kind == "drop_before":
             return Reply(0, fault=fault)
+        if fault.kind == "redirect_loop":
+            # The transport points Location back at the URL it was asked for.
+            return Reply(302, b"", "text/plain", fault=fault)
         if fault.kind == "bare_500":
             return Reply(
                 500, b"<html><body><h1>500 Internal Server Error</h1></body></html>", "text/html"
@@ -736,8 +739,13 @@ class EmulatorCore:
         if task.result_urls is None:
             assert task.ended_at is not None
             expires = int(self.wall(task.ended_at).timestamp() + self.config.result_url_lifetime)
+            same_name = self.config.result_file_name
             task.result_urls = [
-                self._signed_url(f"results/{task.task_id}/{index}.png", expires)
+                self._signed_url(
+                    f"results/{task.task_id}/{index}"
+                    + (".png" if same_name is None else f"/{urllib.parse.quote(same_name)}"),
+                    expires,
+                )
                 for index in range(task.images)
             ]
         items = []
@@ -1009,7 +1017,7 @@ class EmulatorCore:
         if path.startswith("inputs/"):
             data = self._public.get(path.removeprefix("inputs/"))
             return no_such_key if data is None else Reply(200, data, "application/octet-stream")
-        match = re.fullmatch(r"results/([^/]+)/(\d+)\.png", path)
+        match = re.fullmatch(r"results/([^/]+)/(\d+)(?:\.png|/[^/]+)", path)
         if match is None:
             return no_such_key
         query = call.query
