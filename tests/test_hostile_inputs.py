@@ -314,7 +314,7 @@ ROWS: list[Row] = [
 @pytest.mark.anyio
 @pytest.mark.parametrize("row", ROWS, ids=[row.name for row in ROWS])
 async def test_bad_input_is_refused_before_any_request(row: Row, tmp_path: Path) -> None:
-    emulator = Emulator(EmulatorConfig(api_keys=(KEY,)))
+    emulator = Emulator(api_keys=(KEY,))
     async with emulator.client(api_key=KEY) as client:
         context = Context(emulator, client, tmp_path)
         with pytest.raises(row.error) as caught:

@@ -274,7 +274,7 @@ def test_a_file_cut_in_half_is_refused_by_either_reader(fmt: str, reader: Reader
     half = whole[: len(whole) // 2]
     with reader():
         check_image(whole, STYLE_REPAINT.image_rules, field="image", source="x", model="m")
-        with pytest.raises(ValidationError, match="whole|header could not be read"):
+        with pytest.raises(ValidationError, match=r"whole|header could not be read"):
             check_image(half, STYLE_REPAINT.image_rules, field="image", source="x", model="m")
 
 

@@ -52,7 +52,7 @@ class _FaultStream(httpx.AsyncByteStream):
         self._sent = 0
         self._closed = False
 
-    def __aiter__(self) -> _FaultStream:  # type: ignore[override]
+    def __aiter__(self) -> _FaultStream:
         return self
 
     async def __anext__(self) -> bytes:
