@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 import dashscope_async as ds
-from dashscope_async.testing import Emulator, EmulatorConfig
+from dashscope_async.testing import Emulator
 from tests.images_util import make_image
 
 KEY = "sk-hostile-0123456789abcdef"
