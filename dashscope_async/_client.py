@@ -24,7 +24,13 @@ import attrs
 import httpx
 
 from . import _downloads, _files, _wire
-from ._checks import check_header_value, check_seconds, check_whole_number
+from ._checks import (
+    check_header_value,
+    check_seconds,
+    check_text,
+    check_url,
+    check_whole_number,
+)
 from ._clock import SYSTEM_CLOCK, Clock
 from ._config import API_KEY_ENV, BASE_URL_ENV, DEFAULT_BASE_URL, WORKSPACE_ENV, env
 from ._downloads import DEFAULT_DOWNLOAD_LIMITS, DownloadLimits
@@ -72,6 +78,8 @@ LIST_WINDOW: Final = timedelta(hours=24)
 #: ``wait`` gives up after this many consecutive polls failed (each after its own retries).
 MAX_FAILED_POLLS: Final = 5
 POLL_DELAY_CAP: Final = 5.0
+#: Far longer than any task id the service hands out (36 characters).
+MAX_TASK_ID_LENGTH: Final = 256
 
 _LOOPBACK_NAMES: Final = frozenset({"localhost", "localhost.localdomain"})
 
@@ -115,6 +123,9 @@ def _is_loopback(host: str) -> bool:
 
 
 def _check_base_url(url: str, *, allow_insecure_http: bool) -> str:
+    if not isinstance(url, str):
+        raise TypeError(f"base_url: expected a str, not {type(url).__name__}")
+    check_url("base_url", url)
     try:
         parsed = httpx.URL(url)
     except httpx.InvalidURL:
@@ -135,6 +146,9 @@ def _check_base_url(url: str, *, allow_insecure_http: bool) -> str:
 def _check_task_id(task_id: str) -> str:
     if not isinstance(task_id, str) or not task_id.strip():
         raise ValidationError("task_id", "must be a non-empty string")
+    check_text("task_id", task_id, what="task id")
+    if len(task_id) > MAX_TASK_ID_LENGTH:
+        raise ValidationError("task_id", f"is {len(task_id):,} characters; task ids are short")
     return quote(task_id, safe="")
 
 
