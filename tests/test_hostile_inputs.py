@@ -119,6 +119,25 @@ def _runner(**options: Any) -> Action:
     return act
 
 
+def _map(**options: Any) -> Action:
+    async def act(ctx: Context) -> object:
+        runner = ds.AsyncTaskRunner(ctx.client)
+        await runner.__aenter__()
+        try:  # map's own refusal, not wrapped by the runner's task group on the way out
+            return runner.map([ds.StyleRepaint("https://example.com/a.png", style=2)], **options)
+        finally:
+            await runner.__aexit__(None, None, None)
+
+    return act
+
+
+def _limits(**options: Any) -> Action:
+    async def act(ctx: Context) -> object:
+        return ds.DownloadLimits(**options)
+
+    return act
+
+
 def _untrusted(image: Callable[[Context], object]) -> Action:
     """A request submitted through a client built for untrusted input."""
 
@@ -262,6 +281,10 @@ ROWS: list[Row] = [
         _runner(reconcile_grace=-1)),
     Row("AsyncTaskRunner(reconcile_grace='2')", TypeError, "reconcile_grace",
         _runner(reconcile_grace="2")),
+    Row("runner.map(max_pending='5')", TypeError, "max_pending", _map(max_pending="5")),
+    Row("DownloadLimits(max_bytes=0)", ds.ValidationError, "max_bytes", _limits(max_bytes=0)),
+    Row("DownloadLimits(timeout='5')", TypeError, "timeout", _limits(timeout="5")),
+    Row("DownloadLimits(timeout=0)", ds.ValidationError, "timeout", _limits(timeout=0)),
     # --- untrusted input: allow_local_files=False ---------------------------------------------
     Row("untrusted: an existing path", ds.ValidationError, "image",
         _untrusted(lambda ctx: ctx.file("p.png", PNG))),
