@@ -69,6 +69,7 @@ __all__ = [
     "host_error",
     "image_fields",
     "is_local_path",
+    "is_read_before_sending",
     "load_local_image",
     "retryable_status",
     "send_without_credentials",
@@ -159,6 +160,12 @@ def _is_pass_through(value: object) -> bool:
 
 def _is_data_uri(value: object) -> bool:
     return isinstance(value, str) and value[:5].lower() == "data:"
+
+
+def is_read_before_sending(value: object) -> bool:
+    """True for an input the client reads and checks itself before any request: a path, a
+    ``file://`` URL, bytes or a ``data:`` URI (remote URLs are the service's to fetch)."""
+    return not _is_pass_through(value) or _is_data_uri(value)
 
 
 def _local_path(value: str | os.PathLike[str]) -> Path:
@@ -486,7 +493,7 @@ class InputPreparer:
                     raise ValidationError(field, LOCAL_FILES_REFUSED)
         local: dict[str, LocalImage] = {}
         for field, value in fields.items():
-            if not _is_pass_through(value) or _is_data_uri(value):
+            if is_read_before_sending(value):
                 local[field] = await anyio.to_thread.run_sync(
                     partial(load_local_image, field, value, spec.image_rules, model=spec.name)
                 )

@@ -29,7 +29,7 @@ import attrs
 from .._checks import check_text
 from .._config import MODELS, SKETCH_TO_IMAGE, STYLE_REPAINT, ModelSpec
 from .._errors import ValidationError
-from .._files import load_local_image
+from .._files import image_fields, is_read_before_sending, load_local_image
 from .._models import Request, SketchToImage, StyleRepaint
 
 __all__ = ["ManifestJob", "ManifestProblem", "load_manifest", "parse_manifest"]
@@ -365,18 +365,11 @@ def _request(record: dict[str, Any], base: Path) -> Request:
 
 
 def check_local_files(request: Request) -> None:
-    """Read and check each local input against its model's rules (blocks: file I/O)."""
-    fields: dict[str, object] = (
-        {"image": request.image, "style_ref": request.style_ref}
-        if isinstance(request, StyleRepaint)
-        else {"sketch": request.sketch}
-    )
-    for field, value in fields.items():
-        if isinstance(value, str) and ("://" in value[:16] or value.lower().startswith("data:")):
-            continue
-        if value is None:
-            continue
-        load_local_image(field, value, request.spec.image_rules, model=request.model)
+    """Read and check each local input (a path, a ``file://`` URL, bytes or a ``data:`` URI)
+    against its model's rules, as a submit would (blocks: file I/O)."""
+    for field, value in image_fields(request).items():
+        if is_read_before_sending(value):
+            load_local_image(field, value, request.spec.image_rules, model=request.model)
 
 
 def parse_manifest(

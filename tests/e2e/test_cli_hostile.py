@@ -9,6 +9,7 @@ file is still written).
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -30,6 +31,7 @@ from tests.images_util import make_image
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(120)]
 
 URL = "https://example.com/portrait.png"
+SMALL_DATA_URI = "data:image/png;base64," + base64.b64encode(make_image("PNG", 100, 100)).decode()
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +114,13 @@ ROWS = [
         ("jobs.jsonl:1: key:", "must be a string"),
         manifest=json.dumps({"kind": "repaint", "image": URL, "style": "anime", "key": {"a": 1}})
         + "\n",
+    ),
+    CliRow(
+        "a data: URI too small to be accepted",
+        ("batch", "MANIFEST", "-o", "OUT"),
+        2,
+        ("jobs.jsonl:1: image:", "100x100"),
+        manifest=json.dumps({"kind": "repaint", "image": SMALL_DATA_URI, "style": "anime"}) + "\n",
     ),
     CliRow(
         "a prompt that is a list",
