@@ -567,8 +567,8 @@ class InputPreparer:
             try:
                 response = await send_without_credentials(self.http, request)
             except httpx.TooManyRedirects:
-                # There is no final answer to carry; 310 is the status browsers show for a
-                # redirect loop. Not retried: the loop would only run again.
+                # There is no final answer to carry; 310 is the old, unofficial "too many
+                # redirects" status. Not retried: the loop would only run again.
                 raise APIError(
                     f"the upload host redirected {without_query(policy.upload_host)} too many times",
                     status_code=310,
