@@ -23,7 +23,7 @@ from rich.console import Console
 from .._budget import Budget
 from .._client import AsyncDashScope
 from .._config import MODELS
-from .._errors import ValidationError
+from .._errors import APIConnectionError, AuthenticationError, ValidationError
 from .._models import Request
 from .._polling import PollPolicy
 from .._runner import AsyncTaskRunner, Job, Outcome
@@ -72,7 +72,9 @@ class BatchReport:
     def exit_code(self) -> ExitCode:
         if self.interrupted:
             return ExitCode.INTERRUPTED
-        return ExitCode.OK if all(r.ok for r in self.records) else ExitCode.JOBS_FAILED
+        if all(r.ok for r in self.records):
+            return ExitCode.OK
+        return service_exit_code([o.error for o in self.outcomes]) or ExitCode.JOBS_FAILED
 
     def counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -91,6 +93,18 @@ class BatchReport:
             "results_file": None if results_file is None else os.fspath(results_file),
             "jobs": [r.to_json() for r in sorted(self.records, key=lambda r: r.index)],
         }
+
+
+def service_exit_code(errors: Sequence[BaseException | None]) -> ExitCode | None:
+    """The status for a batch in which no job got through because of the service itself:
+    3 when it refused the key, 4 when it could not be reached (every job, no exception)."""
+    if not errors or any(error is None for error in errors):
+        return None
+    if all(isinstance(error, AuthenticationError) for error in errors):
+        return ExitCode.NO_API_KEY
+    if all(isinstance(error, APIConnectionError) for error in errors):
+        return ExitCode.SERVICE_ERROR
+    return None
 
 
 def typical_seconds(scale: float = 1.0) -> dict[str, float]:
@@ -146,7 +160,7 @@ async def run_jobs(
     def stopping() -> None:
         progress.stopping = True
 
-    interrupt = Interrupt(on_first=stopping)
+    interrupt = Interrupt(on_first=stopping, on_second=settings.abort_network)
     outcomes: dict[int, Outcome] = {}
     jobs = [Job(spec.request, key=spec.key) for spec in specs]
     if journal is not None:

@@ -306,6 +306,9 @@ class EmulatorCore:
     def _early_fault(self, fault: Fault, route: Route) -> Reply | None:
         if fault.kind == "drop_before":
             return Reply(0, fault=fault)
+        if fault.kind == "redirect_loop":
+            # The transport points Location back at the URL it was asked for.
+            return Reply(302, b"", "text/plain", fault=fault)
         if fault.kind == "bare_500":
             return Reply(
                 500, b"<html><body><h1>500 Internal Server Error</h1></body></html>", "text/html"
@@ -802,7 +805,9 @@ class EmulatorCore:
             expires = int(ended.timestamp() + self.config.result_url_lifetime)
             task.result_urls = []
             for index in range(task.images):
-                path = f"{self._result_key(ended)}-{index + 1}.png"
+                key = self._result_key(ended)
+                same_name = self.config.result_file_name
+                path = f"{key}-{index + 1}.png" if same_name is None else f"{key}/{same_name}"
                 self._result_images[path] = (task, index)
                 task.result_urls.append(self._signed_url(path, expires))
         items = []
