@@ -16,6 +16,7 @@ from ._budget import Budget, BudgetLedger
 from ._client import AsyncDashScope
 from ._clock import Clock
 from ._config import MODELS, SKETCH_TO_IMAGE, STYLE_REPAINT, ImageRules, ModelSpec
+from ._downloads import DownloadLimits
 from ._errors import (
     AmbiguousSubmitError,
     APIConnectionError,
@@ -25,6 +26,9 @@ from ._errors import (
     BadRequestError,
     BudgetExceededError,
     DashScopeError,
+    DownloadError,
+    DownloadTimeoutError,
+    DownloadTooLargeError,
     JobCanceledError,
     JournalError,
     JournalInUseError,
@@ -89,6 +93,10 @@ __all__ = [
     "BudgetLedger",
     "Clock",
     "DashScopeError",
+    "DownloadError",
+    "DownloadLimits",
+    "DownloadTimeoutError",
+    "DownloadTooLargeError",
     "Estimate",
     "EventKind",
     "EventStream",

@@ -14,6 +14,8 @@ def _run() -> None:
             "Hint: pip install 'dashscope-async[cli]'\n"
         )
         raise SystemExit(2) from None
+    except KeyboardInterrupt:  # Ctrl-C while the command line is still loading
+        raise SystemExit(130) from None
     main()
 
 

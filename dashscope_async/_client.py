@@ -23,9 +23,17 @@ from urllib.parse import quote
 import attrs
 import httpx
 
-from . import _files, _wire
+from . import _downloads, _files, _wire
+from ._checks import (
+    check_header_value,
+    check_seconds,
+    check_text,
+    check_url,
+    check_whole_number,
+)
 from ._clock import SYSTEM_CLOCK, Clock
 from ._config import API_KEY_ENV, BASE_URL_ENV, DEFAULT_BASE_URL, WORKSPACE_ENV, env
+from ._downloads import DEFAULT_DOWNLOAD_LIMITS, DownloadLimits
 from ._error_map import error_from_response
 from ._errors import (
     AmbiguousSubmitError,
@@ -43,7 +51,17 @@ from ._errors import (
     ValidationError,
 )
 from ._logging import log_request, redact
-from ._models import GeneratedImage, Request, Task, TaskInfo, TaskListItem, TaskResult, TaskStatus
+from ._models import (
+    GeneratedImage,
+    ImageFailure,
+    Request,
+    Task,
+    TaskInfo,
+    TaskListItem,
+    TaskResult,
+    TaskStatus,
+    check_request,
+)
 from ._retry import CallKind, RetryPolicy, Verdict, verdict_for_exception, verdict_for_response
 from ._version import __version__
 
@@ -60,6 +78,8 @@ LIST_WINDOW: Final = timedelta(hours=24)
 #: ``wait`` gives up after this many consecutive polls failed (each after its own retries).
 MAX_FAILED_POLLS: Final = 5
 POLL_DELAY_CAP: Final = 5.0
+#: Far longer than any task id the service hands out (36 characters).
+MAX_TASK_ID_LENGTH: Final = 256
 
 _LOOPBACK_NAMES: Final = frozenset({"localhost", "localhost.localdomain"})
 
@@ -103,6 +123,9 @@ def _is_loopback(host: str) -> bool:
 
 
 def _check_base_url(url: str, *, allow_insecure_http: bool) -> str:
+    if not isinstance(url, str):
+        raise TypeError(f"base_url: expected a str, not {type(url).__name__}")
+    check_url("base_url", url)
     try:
         parsed = httpx.URL(url)
     except httpx.InvalidURL:
@@ -123,6 +146,9 @@ def _check_base_url(url: str, *, allow_insecure_http: bool) -> str:
 def _check_task_id(task_id: str) -> str:
     if not isinstance(task_id, str) or not task_id.strip():
         raise ValidationError("task_id", "must be a non-empty string")
+    check_text("task_id", task_id, what="task id")
+    if len(task_id) > MAX_TASK_ID_LENGTH:
+        raise ValidationError("task_id", f"is {len(task_id):,} characters; task ids are short")
     return quote(task_id, safe="")
 
 
@@ -204,9 +230,17 @@ class AsyncDashScope:
         allow_insecure_http: allow a plain ``http://`` base URL on a non-loopback host.
         inline_data_uri_max_bytes: send style-repaint files up to this size inline as
             ``data:`` URIs instead of uploading them (0, the default, always uploads).
+        allow_local_files: False refuses local paths and ``file://`` URLs in requests with a
+            ``ValidationError`` before anything is read, and without saying whether the path
+            exists. Use it in servers and bots that build requests from what callers send
+            (see the security guide). Bytes, ``data:`` URIs and remote URLs still work.
+        download_limits: the size cap, deadline and retries of every result download
+            (``download``, and the runner's ``download_dir=``).
 
     Raises:
-        ValidationError: no API key (names ``DASHSCOPE_API_KEY``), or a base URL refused.
+        ValidationError: no API key (names ``DASHSCOPE_API_KEY``), a key or workspace a header
+            cannot carry (the message never shows the key), or a base URL refused.
+        TypeError: an option of the wrong type (the message names it).
 
     Example:
         ```python
@@ -231,19 +265,38 @@ class AsyncDashScope:
         clock: Clock = SYSTEM_CLOCK,
         allow_insecure_http: bool = False,
         inline_data_uri_max_bytes: int = 0,
+        allow_local_files: bool = True,
+        download_limits: DownloadLimits = DEFAULT_DOWNLOAD_LIMITS,
     ) -> None:
         key = api_key if api_key is not None else env(API_KEY_ENV)
-        if not key or not key.strip():
+        if key is None or (isinstance(key, str) and not key.strip()):
             raise ValidationError(
                 "api_key",
                 f"no API key: pass api_key= or set the {API_KEY_ENV} environment variable",
             )
-        if max_retries < 0:
-            raise ValidationError("max_retries", "must be 0 or more")
+        chosen_workspace = workspace if workspace is not None else env(WORKSPACE_ENV)
         self._credentials = _Credentials(
-            api_key=key.strip(),
-            workspace=workspace if workspace is not None else env(WORKSPACE_ENV),
+            api_key=check_header_value("api_key", key, secret=True),
+            workspace=None
+            if chosen_workspace is None
+            else check_header_value("workspace", chosen_workspace, secret=False),
         )
+        check_whole_number("max_retries", max_retries, minimum=0)
+        check_whole_number("inline_data_uri_max_bytes", inline_data_uri_max_bytes, minimum=0)
+        if not isinstance(timeout, httpx.Timeout) and timeout is not None:
+            check_seconds("timeout", timeout, strictly_positive=True)
+        for name, flag in (
+            ("allow_insecure_http", allow_insecure_http),
+            ("allow_local_files", allow_local_files),
+        ):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name}: expected True or False, not {type(flag).__name__}")
+        if not isinstance(download_limits, DownloadLimits):
+            raise TypeError(
+                "download_limits: expected a ds.DownloadLimits,"
+                f" not {type(download_limits).__name__}"
+            )
+        self._download_limits = download_limits
         self._base_url = _check_base_url(
             base_url or env(BASE_URL_ENV) or DEFAULT_BASE_URL,
             allow_insecure_http=allow_insecure_http,
@@ -266,6 +319,7 @@ class AsyncDashScope:
             fetch_policy=self._get_upload_policy,
             clock=clock,
             inline_data_uri_max_bytes=inline_data_uri_max_bytes,
+            allow_local_files=allow_local_files,
         )
 
     # --- properties and lifetime --------------------------------------------------------------
@@ -289,6 +343,16 @@ class AsyncDashScope:
     def clock(self) -> Clock:
         """The clock every wait and backoff of this client uses."""
         return self._clock
+
+    @property
+    def download_limits(self) -> DownloadLimits:
+        """The size cap, deadline and retries of every result download."""
+        return self._download_limits
+
+    @property
+    def allow_local_files(self) -> bool:
+        """Whether requests may name local paths (False for code handling untrusted input)."""
+        return self._inputs.allow_local_files
 
     @property
     def max_retries(self) -> int:
@@ -332,7 +396,7 @@ class AsyncDashScope:
             task = await client.submit(request, prepared=prepared)
             ```
         """
-        return await self._inputs.prepare(request)
+        return await self._inputs.prepare(check_request(request))
 
     async def submit(
         self,
@@ -368,6 +432,7 @@ class AsyncDashScope:
             print(task.task_id)
             ```
         """
+        check_request(request)
         if prepared is None:
             prepared = await self._inputs.prepare(request)
         headers = {"X-DashScope-Async": "enable", "Content-Type": "application/json"}
@@ -405,9 +470,10 @@ class AsyncDashScope:
             ```
         """
         path = f"/tasks/{_check_task_id(task_id)}"
-        return await self._call(
+        info = await self._call(
             "GET", path, kind=CallKind.READ, parse=_wire.task_info_from_wire, retry=retry
         )
+        return self._scrub_task(info)
 
     async def cancel_task(self, task_id: str) -> None:
         """Cancel a PENDING task (``POST /tasks/{task_id}/cancel``).
@@ -534,8 +600,10 @@ class AsyncDashScope:
             ```
         """
         _check_task_id(task_id)
-        if poll_interval is not None and poll_interval <= 0:
-            raise ValidationError("poll_interval", "must be positive")
+        if timeout is not None:
+            check_seconds("timeout", timeout)
+        if poll_interval is not None:
+            check_seconds("poll_interval", poll_interval, strictly_positive=True)
         deadline = None if timeout is None else self._clock.now() + timeout
         delays = poll_delays(poll_interval)
         failed_polls = 0
@@ -591,12 +659,23 @@ class AsyncDashScope:
     async def download(self, image: GeneratedImage, dest: str | os.PathLike[str]) -> Path:
         """Save a result image to ``dest``; no credentials go to the result host.
 
+        Bounded by the client's ``download_limits`` (size and deadline). Saved into a folder,
+        the file is named from the URL's file name and a hash of the URL, so two results that
+        end in the same name never overwrite each other.
+
+        Raises:
+            DownloadTooLargeError: more than ``download_limits.max_bytes``.
+            DownloadTimeoutError: not done within ``download_limits.timeout``.
+            ResultExpiredError: the URL is past its life.
+
         Example:
             ```python
             path = await client.download(result.images[0], "out.png")
             ```
         """
-        return await _files.download_image(self._http, image, dest)
+        return await _downloads.download_image(
+            self._http, image, dest, limits=self._download_limits, clock=self._clock
+        )
 
     async def _get_upload_policy(self, model: str) -> _wire.UploadPolicyWire:
         """A temporary upload policy for ``model`` (``GET /uploads?action=getPolicy``)."""
@@ -717,6 +796,17 @@ class AsyncDashScope:
             request_id=error.request_id,
             retry_after=error.retry_after,
         )
+
+    def _scrub_task(self, info: TaskInfo) -> TaskInfo:
+        # A failed task's message may echo the request, and with it the key: the same scrub as
+        # for API errors, so TaskFailedError and every log line stay clean.
+        message = None if info.message is None else self._redact(info.message)
+        failures = tuple(
+            ImageFailure(f.index, f.code, self._redact(f.message)) for f in info.failures
+        )
+        if message == info.message and failures == info.failures:
+            return info
+        return attrs.evolve(info, message=message, failures=failures)
 
     def _redact(self, text: str) -> str:
         return redact(text, self._credentials.api_key)

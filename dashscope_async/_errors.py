@@ -29,7 +29,10 @@ DashScopeError
 │   │   └── TaskCanceledError          CANCELED
 │   ├── TaskNotFoundError          UNKNOWN: an unknown or expired task id
 │   └── TaskTimeoutError           still PENDING or RUNNING when the caller's deadline passed
-└── ResultExpiredError         a result URL is past its life (403 from the result host)
+├── ResultExpiredError         a result URL is past its life (403 from the result host)
+└── DownloadError              a result image could not be saved within its limits
+    ├── DownloadTooLargeError      the result host sent more than the size cap
+    └── DownloadTimeoutError       the download did not end before its deadline
 ```
 """
 
@@ -50,6 +53,9 @@ __all__ = [
     "BadRequestError",
     "BudgetExceededError",
     "DashScopeError",
+    "DownloadError",
+    "DownloadTimeoutError",
+    "DownloadTooLargeError",
     "JobCanceledError",
     "JournalError",
     "JournalInUseError",
@@ -519,3 +525,43 @@ class ResultExpiredError(DashScopeError):
     def __init__(self, message: str, *, url: str) -> None:
         super().__init__(message)
         self.url = url
+
+
+class DownloadError(DashScopeError):
+    """A result image could not be saved within the download's limits.
+
+    Attributes:
+        url: the image's URL, without its signature.
+
+    Example:
+        ```python
+        try:
+            await client.download(result.images[0], "out.png")
+        except ds.DownloadError as exc:
+            print("not saved:", exc)
+        ```
+    """
+
+    def __init__(self, message: str, *, url: str) -> None:
+        super().__init__(message)
+        self.url = url
+
+
+class DownloadTooLargeError(DownloadError):
+    """The result host sent (or announced) more bytes than the download's size cap.
+
+    Example:
+        ```python
+        client = ds.AsyncDashScope(download_limits=ds.DownloadLimits(max_bytes=128 * 2**20))
+        ```
+    """
+
+
+class DownloadTimeoutError(DownloadError):
+    """The download, retries included, did not end before its deadline (a host that trickles).
+
+    Example:
+        ```python
+        client = ds.AsyncDashScope(download_limits=ds.DownloadLimits(timeout=600))
+        ```
+    """

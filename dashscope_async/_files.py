@@ -1,14 +1,15 @@
-"""Local files in, images out: turns request inputs into URLs the service can read, and saves
-result images to disk.
+"""Local files in: turns request inputs into URLs the service can read, and owns how the
+library talks to upload and result hosts (without credentials).
 
-Inputs: URLs pass through; local paths and bytes are read and checked in a worker thread against
-the model's image rules (``_images.check_image``) before any request is sent, then uploaded
-through the service's policy-and-form flow (``oss://`` keys) or, for style repaint and small files
-when asked, sent as a ``data:`` URI. Outputs: result images are streamed to a temporary file,
-checked to be an image, and renamed into place.
+URLs pass through; local paths, bytes and ``data:`` URIs are read (regular files only, bounded)
+and checked in a worker thread against the model's image rules (``_images.check_image``) before
+any request is sent, then uploaded through the service's policy-and-form flow (``oss://`` keys)
+or, for style repaint and small files when asked, sent as a ``data:`` URI. A preparer built with
+``allow_local_files=False`` refuses local paths before reading anything. Result downloads live
+in ``_downloads``.
 
 Never sends credentials: every request here goes to the upload host or a result host through
-``_send_without_credentials``, which drops Authorization and workspace headers and the client's
+``send_without_credentials``, which drops Authorization and workspace headers and the client's
 auth. Never blocks the event loop: every file operation runs in ``anyio.to_thread``. It does not
 fetch upload policies itself (the client does, with credentials, through ``fetch_policy``).
 """
@@ -26,7 +27,6 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Final, Generic, TypeVar
@@ -36,7 +36,7 @@ import attrs
 import httpx
 
 from ._clock import SYSTEM_CLOCK, Clock
-from ._config import UPLOAD_POLICY_QPS, ImageRules
+from ._config import UPLOAD_POLICY_QPS, ImageRules, model_spec
 from ._errors import (
     APIConnectionError,
     APIError,
@@ -45,27 +45,35 @@ from ._errors import (
     NotFoundError,
     PermissionDeniedError,
     RateLimitError,
-    ResponseValidationError,
-    ResultExpiredError,
     ServerError,
     ValidationError,
 )
-from ._images import EXTENSIONS, MIME_TYPES, check_byte_size, check_image, verify_image_file
+from ._images import EXTENSIONS, MIME_TYPES, check_byte_size, check_image
 from ._logging import logger
-from ._models import GeneratedImage, Request, SketchToImage, StyleRepaint, TaskResult
+from ._models import (
+    Request,
+    SketchToImage,
+    StyleRepaint,
+    decode_data_uri,
+)
 from ._retry import backoff_delay
 from ._wire import UploadPolicyWire
 
 __all__ = [
     "CREDENTIAL_HEADERS",
+    "LOCAL_FILES_REFUSED",
     "InputPreparer",
     "LocalImage",
     "PreparedInputs",
-    "download_image",
+    "connection_error",
+    "host_error",
     "image_fields",
+    "is_local_path",
+    "is_read_before_sending",
     "load_local_image",
-    "result_file_name",
-    "save_result_images",
+    "retryable_status",
+    "send_without_credentials",
+    "without_query",
 ]
 
 PolicyFetcher = Callable[[str], Awaitable[UploadPolicyWire]]
@@ -84,9 +92,12 @@ POLICY_REFRESH_MARGIN: Final = 30.0
 UPLOAD_REUSE_SECONDS: Final = 24 * 3600.0
 #: Uploads remembered for reuse, per preparer; the oldest are forgotten first.
 UPLOAD_REUSE_ENTRIES: Final = 1024
-#: A result URL's own expiry time is trusted only when our clock is this far past it.
-CLOCK_SKEW_ALLOWANCE: Final = 300.0
-DOWNLOAD_CHUNK_BYTES: Final = 256 * 1024
+#: The refusal of a local path by a client built with ``allow_local_files=False``. It never
+#: says whether the path exists: the caller may be probing the server's file system.
+LOCAL_FILES_REFUSED: Final = (
+    "local paths and file:// URLs are refused by this client (allow_local_files=False);"
+    " pass an http(s):// or oss:// URL, a data: URI or the image's bytes"
+)
 
 
 # --- inputs -----------------------------------------------------------------------------------
@@ -147,6 +158,16 @@ def _is_pass_through(value: object) -> bool:
     return isinstance(value, str) and value.lower().startswith(PASS_THROUGH_SCHEMES)
 
 
+def _is_data_uri(value: object) -> bool:
+    return isinstance(value, str) and value[:5].lower() == "data:"
+
+
+def is_read_before_sending(value: object) -> bool:
+    """True for an input the client reads and checks itself before any request: a path, a
+    ``file://`` URL, bytes or a ``data:`` URI (remote URLs are the service's to fetch)."""
+    return not _is_pass_through(value) or _is_data_uri(value)
+
+
 def _local_path(value: str | os.PathLike[str]) -> Path:
     text = os.fspath(value)
     if text.lower().startswith("file://"):
@@ -160,8 +181,20 @@ def _local_path(value: str | os.PathLike[str]) -> Path:
 _SAFE_SUFFIX: Final = re.compile(r"\.[A-Za-z0-9]{1,8}")
 
 
+def is_local_path(value: object) -> bool:
+    """True for an input that names a file on this machine: a path (``str`` or ``os.PathLike``)
+    or a ``file://`` URL. Bytes, ``data:`` URIs and remote URLs are not."""
+    if isinstance(value, os.PathLike):
+        return True
+    return isinstance(value, str) and not _is_pass_through(value)
+
+
 def load_local_image(field: str, value: object, rules: ImageRules, *, model: str) -> LocalImage:
-    """Read a local path (``str``, ``os.PathLike``, ``file://``) or bytes and check it. Blocks.
+    """Read a local path (``str``, ``os.PathLike``, ``file://``), bytes or a ``data:`` URI and
+    check it. Blocks.
+
+    Only regular files are read (never a FIFO, a device or a directory), their size is checked
+    with ``stat`` before reading, and the read stops one byte past the model's limit.
 
     Args:
         field: the request field, for errors.
@@ -177,10 +210,16 @@ def load_local_image(field: str, value: object, rules: ImageRules, *, model: str
     if isinstance(value, bytes | bytearray):
         source = f"the {field} bytes"
         content = bytes(value)
+    elif isinstance(value, str) and value[:5].lower() == "data:":
+        source = f"the {field} data: URI"
+        content = decode_data_uri(field, value, spec=model_spec(model))
     elif isinstance(value, str | os.PathLike):
-        source = os.fspath(value)
+        text = os.fspath(value)
+        if not isinstance(text, str):
+            raise ValidationError(field, "a path must be text, not bytes")
+        source = text
         try:
-            path = _local_path(value)
+            path = _local_path(text)
         except ValueError as exc:
             raise ValidationError(field, f"{source}: {exc}") from None
         content = _read_file(path, rules, field=field, source=source, model=model)
@@ -199,26 +238,57 @@ def load_local_image(field: str, value: object, rules: ImageRules, *, model: str
     )
 
 
+#: Opening never waits: a FIFO with no writer, a tty or a lock would otherwise block the thread.
+_OPEN_FLAGS: Final = (
+    os.O_RDONLY
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_NOCTTY", 0)
+    | getattr(os, "O_BINARY", 0)
+)
+
+
 def _read_file(path: Path, rules: ImageRules, *, field: str, source: str, model: str) -> bytes:
     def refuse(rule: str) -> ValidationError:
         return ValidationError(field, f"{source}: {rule}")
+
+    def kind_of(mode: int) -> str | None:
+        if stat.S_ISREG(mode):
+            return None
+        if stat.S_ISDIR(mode):
+            return "is a directory, not an image file"
+        return "is not a regular file (a device, FIFO or socket); only regular files are read"
 
     try:
         status = path.stat()
     except FileNotFoundError:
         raise refuse("no such file") from None
+    except ValueError:  # an embedded NUL, from a file:// URL's %00
+        raise refuse("a path cannot contain a NUL character") from None
     except OSError as exc:
         raise refuse(f"cannot be read ({exc.strerror or exc})") from None
-    if stat.S_ISDIR(status.st_mode):
-        raise refuse("is a directory, not an image file")
+    problem = kind_of(status.st_mode)
+    if problem is not None:
+        raise refuse(problem)
     # Refuse an oversized file before reading any of it.
     check_byte_size(status.st_size, rules, field=field, source=source, model=model)
     try:
-        return path.read_bytes()
+        descriptor = os.open(path, _OPEN_FLAGS)
     except PermissionError:
         raise refuse("cannot be read (permission denied)") from None
     except OSError as exc:
         raise refuse(f"cannot be read ({exc.strerror or exc})") from None
+    with os.fdopen(descriptor, "rb") as file:
+        # The path may have been swapped since the stat: check what was opened, too.
+        problem = kind_of(os.fstat(descriptor).st_mode)
+        if problem is not None:
+            raise refuse(problem)
+        try:
+            # One byte past the limit tells a file that grew after the stat.
+            content = file.read(rules.max_bytes + 1)
+        except OSError as exc:
+            raise refuse(f"cannot be read ({exc.strerror or exc})") from None
+    check_byte_size(len(content), rules, field=field, source=source, model=model)
+    return content
 
 
 def _data_uri(image: LocalImage) -> str:
@@ -299,7 +369,7 @@ class _Pacer:
 # --- talking to the upload and result hosts ---------------------------------------------------
 
 
-async def _send_without_credentials(
+async def send_without_credentials(
     http: httpx.AsyncClient, request: httpx.Request, *, stream: bool = False
 ) -> httpx.Response:
     """Send to an upload or result host: credential headers dropped, the client's auth off."""
@@ -308,7 +378,7 @@ async def _send_without_credentials(
     return await http.send(request, stream=stream, auth=None, follow_redirects=True)
 
 
-def _without_query(url: str) -> str:
+def without_query(url: str) -> str:
     """A URL safe to show: signed URLs carry their signature in the query."""
     return urllib.parse.urlsplit(url)._replace(query="", fragment="").geturl()
 
@@ -323,30 +393,30 @@ _STATUS_ERRORS: Final[dict[int, type[APIError]]] = {
 }
 
 
-def _host_error(response: httpx.Response, *, host: str) -> APIError:
+def host_error(response: httpx.Response, *, host: str) -> APIError:
     """An error answer of an object-storage host (OSS answers XML) as an ``APIError``."""
     fields = dict(_XML_FIELD.findall(response.text[:4096]))
     status = response.status_code
     cls = ServerError if status >= 500 else _STATUS_ERRORS.get(status, APIError)
     message = fields.get("Message") or response.reason_phrase or "no message"
     return cls(
-        f"the {host} refused {_without_query(str(response.request.url))}: {message}",
+        f"the {host} refused {without_query(str(response.request.url))}: {message}",
         status_code=status,
         code=fields.get("Code"),
         request_id=fields.get("RequestId") or response.headers.get("x-oss-request-id"),
     )
 
 
-def _connection_error(exc: httpx.TransportError, *, host: str) -> APIConnectionError:
+def connection_error(exc: httpx.TransportError, *, host: str) -> APIConnectionError:
     try:
-        url = _without_query(str(exc.request.url))
+        url = without_query(str(exc.request.url))
     except RuntimeError:  # raised by httpx when the error carries no request
         url = "?"
     cls = APITimeoutError if isinstance(exc, httpx.TimeoutException) else APIConnectionError
     return cls(f"no answer from the {host} at {url}: {type(exc).__name__}")
 
 
-def _retryable_status(status: int) -> bool:
+def retryable_status(status: int) -> bool:
     return status >= 500 or status in (408, 429)
 
 
@@ -374,6 +444,9 @@ class InputPreparer:
             same model (within a day) instead of uploading again; handy for one ``style_ref``
             across a batch.
         policy_rate: upload policy fetches per second, per model (the service allows 100).
+        allow_local_files: False refuses local paths and ``file://`` URLs with a
+            ``ValidationError`` before anything is read (for code that handles untrusted
+            input); bytes, ``data:`` URIs and remote URLs still work.
 
     Example:
         ```python
@@ -391,6 +464,7 @@ class InputPreparer:
     )
     upload_retries: int = attrs.field(default=3, kw_only=True, validator=attrs.validators.ge(0))
     reuse_uploads: bool = attrs.field(default=True, kw_only=True)
+    allow_local_files: bool = attrs.field(default=True, kw_only=True)
     policy_rate: float = attrs.field(
         default=float(UPLOAD_POLICY_QPS), kw_only=True, validator=attrs.validators.gt(0)
     )
@@ -413,16 +487,20 @@ class InputPreparer:
         """
         spec = request.spec
         fields = image_fields(request)
+        if not self.allow_local_files:
+            for field, value in fields.items():
+                if is_local_path(value):
+                    raise ValidationError(field, LOCAL_FILES_REFUSED)
         local: dict[str, LocalImage] = {}
         for field, value in fields.items():
-            if not _is_pass_through(value):
+            if is_read_before_sending(value):
                 local[field] = await anyio.to_thread.run_sync(
                     partial(load_local_image, field, value, spec.image_rules, model=spec.name)
                 )
         urls: dict[str, str] = {}
         for field, value in fields.items():
             image = local.get(field)
-            if image is None:
+            if image is None or _is_data_uri(value):
                 urls[field] = str(value)
             elif (
                 spec.image_rules.accepts_data_uri
@@ -487,20 +565,27 @@ class InputPreparer:
             )
             failure: Exception
             try:
-                response = await _send_without_credentials(self.http, request)
+                response = await send_without_credentials(self.http, request)
+            except httpx.TooManyRedirects:
+                # There is no final answer to carry; 310 is the old, unofficial "too many
+                # redirects" status. Not retried: the loop would only run again.
+                raise APIError(
+                    f"the upload host redirected {without_query(policy.upload_host)} too many times",
+                    status_code=310,
+                ) from None
             except httpx.TransportError as exc:
-                failure = _connection_error(exc, host="upload host")
+                failure = connection_error(exc, host="upload host")
             else:
                 if response.is_success:
                     logger.debug("uploaded %s as oss://%s", image.field, key)
                     return f"oss://{key}"
-                error = _host_error(response, host="upload host")
+                error = host_error(response, host="upload host")
                 if response.status_code == 403 and not refreshed_policy:
                     # Most likely the cached policy expired early or was revoked: fetch a new one.
                     refreshed_policy = True
                     self._policies.forget(model)
                     continue
-                if not _retryable_status(response.status_code):
+                if not retryable_status(response.status_code):
                     raise error
                 failure = error
             if retries_taken >= self.upload_retries:
@@ -508,262 +593,3 @@ class InputPreparer:
             logger.debug("upload attempt %d failed (%s); retrying", retries_taken + 1, failure)
             await self.clock.sleep(backoff_delay(retries_taken, jitter=random.random()))
             retries_taken += 1
-
-
-# --- downloads --------------------------------------------------------------------------------
-
-
-class _RetryableDownloadError(Exception):
-    def __init__(self, error: Exception) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-def _url_expiry(url: str) -> datetime | None:
-    """When a signed URL says it expires: OSS V1 ``Expires`` or V4 ``x-oss-date`` + ``x-oss-expires``."""
-    query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))
-    try:
-        if "Expires" in query:
-            return datetime.fromtimestamp(int(query["Expires"]), UTC)
-        if "x-oss-date" in query and "x-oss-expires" in query:
-            signed = datetime.strptime(query["x-oss-date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
-            return datetime.fromtimestamp(signed.timestamp() + int(query["x-oss-expires"]), UTC)
-    except (ValueError, OverflowError, OSError):
-        return None
-    return None
-
-
-def _expired_error(url: str, detail: str) -> ResultExpiredError:
-    public = _without_query(url)
-    return ResultExpiredError(
-        f"result image {public} can no longer be fetched ({detail}); result URLs live 24 hours,"
-        " so download them promptly",
-        url=public,
-    )
-
-
-def _safe_stem(text: str) -> str:
-    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")
-    return cleaned[:120] or "image"
-
-
-def result_file_name(key_or_index: str | int, image_index: int, ext: str) -> str:
-    """The file name a result image is saved under: ``<job>-<image><ext>``.
-
-    Args:
-        key_or_index: the job's key, or its index (zero-padded to six digits so names sort).
-        image_index: the image's position among the task's results.
-        ext: the extension, with or without its dot (``"png"``, ``".png"``), or ``""``.
-
-    Example:
-        ```python
-        assert result_file_name(7, 0, "png") == "000007-0.png"
-        assert result_file_name("portraits/alice", 1, ".jpg") == "portraits_alice-1.jpg"
-        ```
-    """
-    stem = f"{key_or_index:06d}" if isinstance(key_or_index, int) else _safe_stem(key_or_index)
-    if ext and not ext.startswith("."):
-        ext = "." + ext
-    return f"{stem}-{image_index}{ext}"
-
-
-def _extension_for(name: str) -> str:
-    return EXTENSIONS.get(name, f".{name.lower()}")
-
-
-@attrs.frozen
-class _Target:
-    directory: Path
-    #: The final name, when the caller chose it; else ``stem`` plus the content's extension.
-    name: str | None
-    stem: str
-
-
-def _plan_target(dest: str | os.PathLike[str], url: str, index: int) -> _Target:
-    text = os.fspath(dest)
-    path = Path(text).expanduser()
-    if text.endswith(("/", os.sep)) or path.is_dir():
-        url_name = Path(urllib.parse.urlsplit(url).path).stem
-        target = _Target(path, None, _safe_stem(url_name) if url_name else f"image-{index}")
-    elif not path.suffix:
-        target = _Target(path.parent, None, path.name)
-    else:
-        target = _Target(path.parent, path.name, path.stem)
-    target.directory.mkdir(parents=True, exist_ok=True)
-    return target
-
-
-def _make_directory(directory: str | os.PathLike[str]) -> Path:
-    folder = Path(directory).expanduser()
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-def _discard(path: Path) -> None:
-    path.unlink(missing_ok=True)
-
-
-async def _stream_to(http: httpx.AsyncClient, url: str, part: Path, *, wall: datetime) -> None:
-    """One attempt: GET ``url`` into ``part``. Raises ``_RetryableDownloadError`` for 5xx and drops."""
-    request = http.build_request("GET", url)
-    try:
-        response = await _send_without_credentials(http, request, stream=True)
-    except httpx.TransportError as exc:
-        raise _RetryableDownloadError(_connection_error(exc, host="result host")) from None
-    try:
-        if response.status_code != 200:
-            await response.aread()
-            error = _host_error(response, host="result host")
-            expiry = _url_expiry(url)
-            if response.status_code == 403 or (
-                response.status_code == 404 and expiry is not None and wall >= expiry
-            ):
-                raise _expired_error(url, f"HTTP {response.status_code} {error.code or ''}".strip())
-            if _retryable_status(response.status_code):
-                raise _RetryableDownloadError(error)
-            raise error
-        received = 0
-        try:
-            async with await anyio.open_file(part, "wb") as file:
-                async for chunk in response.aiter_bytes(DOWNLOAD_CHUNK_BYTES):
-                    await file.write(chunk)
-                    received += len(chunk)
-        except httpx.TransportError as exc:
-            raise _RetryableDownloadError(_connection_error(exc, host="result host")) from None
-        # A body cut short without an error from the connection: compare with what was promised
-        # (only when the body is not content-encoded, since the length counts encoded bytes).
-        expected = response.headers.get("content-length", "")
-        encoding = response.headers.get("content-encoding", "identity").lower()
-        if expected.isdigit() and encoding == "identity" and int(expected) != received:
-            raise _RetryableDownloadError(
-                APIConnectionError(
-                    f"the result host sent {received} of {expected} bytes of {_without_query(url)}"
-                )
-            )
-    finally:
-        await response.aclose()
-
-
-async def _download(
-    http: httpx.AsyncClient,
-    url: str,
-    target: _Target,
-    *,
-    retries: int,
-    clock: Clock,
-) -> Path:
-    expiry = _url_expiry(url)
-    if expiry is not None and (clock.wall() - expiry).total_seconds() > CLOCK_SKEW_ALLOWANCE:
-        raise _expired_error(url, f"it expired at {expiry.isoformat()}")
-    retries_taken = 0
-    while True:
-        # Hidden and unique: never mistaken for a result, never shared by two downloads.
-        part = target.directory / f".{target.stem}.{uuid.uuid4().hex[:12]}.part"
-        try:
-            await _stream_to(http, url, part, wall=clock.wall())
-            try:
-                found = await anyio.to_thread.run_sync(verify_image_file, part)
-            except ValueError as exc:
-                raise ResponseValidationError(
-                    f"the result host sent something other than an image for"
-                    f" {_without_query(url)}: {exc}"
-                ) from None
-            final = target.directory / (target.name or target.stem + _extension_for(found))
-            await anyio.to_thread.run_sync(os.replace, part, final)
-            return final
-        except _RetryableDownloadError as exc:
-            failure = exc.error
-        finally:
-            # Whatever happened, no partial file stays behind (shielded: also on cancellation).
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(_discard, part)
-        if retries_taken >= retries:
-            raise failure
-        logger.debug("download attempt %d failed (%s); retrying", retries_taken + 1, failure)
-        await clock.sleep(backoff_delay(retries_taken, jitter=random.random()))
-        retries_taken += 1
-
-
-async def download_image(
-    http: httpx.AsyncClient,
-    image: GeneratedImage | str,
-    dest: str | os.PathLike[str],
-    *,
-    retries: int = 3,
-    clock: Clock = SYSTEM_CLOCK,
-) -> Path:
-    """Save one result image to ``dest``, never under its final name until it is whole.
-
-    The image is streamed to a hidden temporary file beside ``dest``, checked to be an image by
-    its content, and renamed into place (an atomic rename: a reader sees the old file or the
-    whole new one). Sends no credentials. 5xx answers and dropped connections are retried with
-    backoff.
-
-    Args:
-        http: an HTTP client (the client's pool; it attaches no credentials here).
-        image: a result image, or its URL.
-        dest: a file path; a path without a suffix gets the extension of the content; an
-            existing directory (or a path ending in ``/``) gets a name from the URL plus that
-            extension. Missing parent directories are created.
-        retries: retries after a 5xx answer or a connection error.
-        clock: for the retry delays and the URL's expiry.
-
-    Returns:
-        The path of the saved file.
-
-    Raises:
-        ResultExpiredError: the URL is past its life (403 from the result host, or its own
-            expiry time has passed).
-        ResponseValidationError: the result host sent something that is not an image.
-        APIError: any other refusal of the result host.
-        APIConnectionError: no answer after the retries.
-
-    Example:
-        ```python
-        path = await download_image(client.http, result.images[0], "out/portrait")
-        # out/portrait.png
-        ```
-    """
-    url = image.url if isinstance(image, GeneratedImage) else image
-    index = image.index if isinstance(image, GeneratedImage) else 0
-    target = await anyio.to_thread.run_sync(_plan_target, dest, url, index)
-    return await _download(http, url, target, retries=retries, clock=clock)
-
-
-async def save_result_images(
-    http: httpx.AsyncClient,
-    result: TaskResult,
-    directory: str | os.PathLike[str],
-    stem: str | int,
-    *,
-    retries: int = 3,
-    clock: Clock = SYSTEM_CLOCK,
-) -> list[Path]:
-    """Save every image of a result under ``directory`` as ``result_file_name(stem, i, ext)``.
-
-    The runner's ``download_dir=`` option calls this as each job finishes. Names are
-    deterministic, so a rerun overwrites rather than duplicates.
-
-    Args:
-        http: an HTTP client (no credentials are sent).
-        result: a finished task.
-        directory: where to save (created if missing).
-        stem: the job's key or index.
-        retries: retries per image after a 5xx answer or a connection error.
-        clock: for the retry delays and URL expiry.
-
-    Returns:
-        The saved paths, in the order of ``result.images``.
-
-    Example:
-        ```python
-        paths = await save_result_images(client.http, result, "out", 7)
-        # [PosixPath('out/000007-0.png')]
-        ```
-    """
-    folder = await anyio.to_thread.run_sync(_make_directory, directory)
-    saved: list[Path] = []
-    for image in result.images:
-        target = _Target(folder, None, result_file_name(stem, image.index, ""))
-        saved.append(await _download(http, image.url, target, retries=retries, clock=clock))
-    return saved

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import io
 import struct
+import zlib
 from pathlib import Path
 from types import ModuleType
 from typing import Final, cast
@@ -39,6 +40,7 @@ __all__ = [
     "MIME_TYPES",
     "ImageHeader",
     "check_byte_size",
+    "check_complete",
     "check_image",
     "read_header",
     "sniff_format",
@@ -282,6 +284,110 @@ _BUILTIN_READERS: Final = {
 }
 
 
+# --- completeness -----------------------------------------------------------------------------
+
+
+def _png_complete(data: bytes) -> str | None:
+    position = 8
+    while position + 12 <= len(data):
+        (length,) = struct.unpack(">I", data[position : position + 4])
+        end = position + 12 + length
+        if end > len(data):
+            return f"its PNG chunk at byte {position} runs past the end of the file"
+        kind = data[position + 4 : position + 8]
+        (crc,) = struct.unpack(">I", data[end - 4 : end])
+        if zlib.crc32(data[position + 4 : end - 4]) != crc:
+            return f"its PNG chunk {kind.decode('latin-1')!r} at byte {position} is damaged"
+        if kind == b"IEND":
+            return None
+        position = end
+    return "it ends before the PNG's IEND chunk"
+
+
+def _jpeg_complete(data: bytes) -> str | None:
+    # Walk the segments to the main image's scan (an EXIF thumbnail inside APP1 has its own
+    # EOI, which must not count), then require an end-of-image marker after it.
+    position = 2
+    while position + 4 <= len(data):
+        if data[position] != 0xFF:
+            return f"its JPEG segment at byte {position} is damaged"
+        marker = data[position + 1]
+        if marker == 0xFF:
+            position += 1
+            continue
+        if marker in _JPEG_STANDALONE:
+            position += 2
+            continue
+        if marker == 0xDA:
+            if data.rfind(b"\xff\xd9") <= position:
+                return "it ends before the JPEG's end-of-image marker"
+            return None
+        if marker == 0xD9:
+            return "the JPEG ends before its image data"
+        (length,) = struct.unpack(">H", data[position + 2 : position + 4])
+        position += 2 + length
+    return "it ends before the JPEG's image data"
+
+
+def _webp_complete(data: bytes) -> str | None:
+    (size,) = struct.unpack("<I", data[4:8])
+    if size + 8 > len(data):
+        return f"the WEBP declares {size + 8:,} bytes but the file has {len(data):,}"
+    return None
+
+
+def _bmp_complete(data: bytes) -> str | None:
+    (size,) = struct.unpack("<I", data[2:6])
+    (offset,) = struct.unpack("<I", data[10:14])
+    if size > len(data) or offset > len(data):
+        return f"the BMP declares {max(size, offset):,} bytes but the file has {len(data):,}"
+    return None
+
+
+_COMPLETENESS: Final = {
+    "PNG": _png_complete,
+    "JPEG": _jpeg_complete,
+    "WEBP": _webp_complete,
+    "BMP": _bmp_complete,
+}
+
+
+def _decode_with_pillow(pillow: ModuleType, data: bytes, name: str) -> str | None:
+    try:
+        with pillow.open(io.BytesIO(data)) as image:
+            if name == "PNG":
+                image.verify()  # every chunk and its CRC, with no pixels in memory
+                return None
+            if name == "JPEG":
+                # Decode at 1/8 scale: every byte of the scan is read, little memory is used.
+                image.draft("L", (max(1, image.width // 8), max(1, image.height // 8)))
+            image.load()
+    except (OSError, SyntaxError, ValueError, struct.error, zlib.error) as exc:
+        return f"its {name} data cannot be decoded ({exc})"
+    return None
+
+
+def check_complete(data: bytes, header: ImageHeader) -> str | None:
+    """Why an image whose header passed is not whole (cut off, damaged), or None when it is.
+
+    The built-in reader follows PNG chunks (with their CRCs) to ``IEND``, JPEG segments to the
+    scan and its end-of-image marker, and the lengths WEBP and BMP declare. With Pillow
+    installed the image is also decoded (JPEG at 1/8 scale, PNG by ``verify``), which finds
+    damage inside the compressed data as well. Blocks; run it in a thread.
+    """
+    check = _COMPLETENESS.get(header.format)
+    try:
+        problem = None if check is None else check(data)
+    except (struct.error, IndexError):
+        problem = "it ends in the middle of its header"
+    if problem is not None:
+        return problem
+    pillow = _pillow_image()
+    if pillow is None:
+        return None
+    return _decode_with_pillow(pillow, data, header.format)
+
+
 # --- the rules --------------------------------------------------------------------------------
 
 
@@ -308,7 +414,7 @@ def check_image(
     """Check an image's bytes against a model's rules. Blocks; run it in a thread.
 
     Checks, in order: size in bytes, format by content, resolution (either orientation), aspect
-    ratio.
+    ratio, and that the file is whole (``check_complete``).
 
     Args:
         data: the whole file.
@@ -353,6 +459,9 @@ def check_image(
             f"is {size} pixels, {long_side / short_side:.2f}:1; {model} takes a long side at most"
             f" {rules.max_aspect_ratio:g} times the short side"
         )
+    incomplete = check_complete(data, header)
+    if incomplete is not None:
+        raise refuse(f"is not a whole {header.format} file: {incomplete}")
     return header
 
 

@@ -7,8 +7,11 @@ client can tell without reading files or fetching URLs.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import enum
 import os
+import re
 import warnings
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -16,6 +19,7 @@ from typing import Any, ClassVar, Final, TypeAlias
 
 import attrs
 
+from ._checks import check_text, check_url
 from ._config import SKETCH_TO_IMAGE, STYLE_REPAINT, ModelSpec
 from ._errors import ValidationError
 
@@ -49,6 +53,8 @@ Example:
 
 URL_SCHEMES: Final = ("http://", "https://", "oss://")
 PROMPT_SOFT_LIMIT: Final = 75
+#: Longer than any path a file system takes (Linux allows 4096 bytes).
+MAX_PATH_LENGTH: Final = 4096
 
 
 def style_label(style: enum.Enum) -> str:
@@ -210,12 +216,25 @@ _IN_PROGRESS: Final = frozenset({TaskStatus.PENDING, TaskStatus.RUNNING, TaskSta
 
 
 def check_image_input(field: str, value: object, *, spec: ModelSpec) -> None:
-    """Reject image inputs that can never work, without touching the file system or network."""
+    """Reject image inputs that can never work, without touching the file system or network.
+
+    Local paths are refused here only for their form (a NUL, a bytes path); whether they exist
+    is checked when the job is prepared. A ``data:`` URI's form and size are checked here; it is
+    decoded and checked as an image when the job is prepared, like a file.
+    """
     if isinstance(value, bytes | bytearray):
         if not value:
             raise ValidationError(field, "image bytes are empty")
         return
     if isinstance(value, os.PathLike):
+        path = os.fspath(value)
+        if not isinstance(path, str):
+            raise ValidationError(
+                field,
+                f"a path must be text; {type(value).__name__} gives bytes ({path[:60]!r}):"
+                " decode it with os.fsdecode, or pass the file's content as bytes",
+            )
+        _check_path_text(field, path)
         return
     if not isinstance(value, str):
         raise ValidationError(field, f"expected a URL, a path or bytes, not {type(value).__name__}")
@@ -223,25 +242,13 @@ def check_image_input(field: str, value: object, *, spec: ModelSpec) -> None:
         raise ValidationError(field, "must not be empty")
     lowered = value.lower()
     if lowered.startswith("data:"):
-        if not spec.image_rules.accepts_data_uri:
-            raise ValidationError(
-                field, f"{spec.name} does not accept data: URIs; pass a URL or a file"
-            )
-        if ";base64," not in lowered:
-            raise ValidationError(field, "a data: URI must be data:<mime>;base64,<data>")
+        check_data_uri(field, value, spec=spec)
         return
     if lowered.startswith(URL_SCHEMES):
-        if any(ord(ch) > 127 and not ch.isspace() for ch in value) or any(
-            ch.isspace() for ch in value
-        ):
-            raise ValidationError(
-                field,
-                "the service rejects URLs with spaces or non-ASCII characters; percent-encode them",
-            )
-        if lowered.startswith(("http://", "https://")) and len(value.split("/", 3)[2]) == 0:
-            raise ValidationError(field, f"{value!r} has no host")
+        check_url(field, value)
         return
     if lowered.startswith("file://"):
+        _check_path_text(field, value)
         return  # a local path, read when the job is prepared
     if "://" in value.split("?", 1)[0][:16]:
         scheme = value.split("://", 1)[0]
@@ -249,6 +256,65 @@ def check_image_input(field: str, value: object, *, spec: ModelSpec) -> None:
             field, f"unsupported URL scheme {scheme!r}; use http(s), oss, data or a path"
         )
     # Anything else is a local path; whether it exists is checked when the job is prepared.
+    _check_path_text(field, value)
+
+
+def _check_path_text(field: str, path: str) -> None:
+    if "\x00" in path:
+        raise ValidationError(field, "a path cannot contain a NUL character")
+    if len(path) > MAX_PATH_LENGTH:
+        raise ValidationError(field, f"a path of {len(path):,} characters is too long")
+
+
+_DATA_URI: Final = re.compile(
+    r"data:(?P<mime>[\w.+-]+/[\w.+-]+)(?:;[^,;]*)*;base64,", re.IGNORECASE
+)
+
+
+def check_data_uri(field: str, uri: str, *, spec: ModelSpec) -> str:
+    """The base64 payload of a ``data:<mime>;base64,<data>`` URI whose form and size are right.
+
+    Cheap enough to run when a request is built (no decoding); ``decode_data_uri`` decodes.
+
+    Raises:
+        ValidationError: the model takes no data URIs, or the URI is malformed, not of an
+            image type, or holds more bytes than the model takes.
+    """
+    rules = spec.image_rules
+    if not rules.accepts_data_uri:
+        raise ValidationError(
+            field, f"{spec.name} does not accept data: URIs; pass a URL or a file"
+        )
+    match = _DATA_URI.match(uri)
+    if match is None:
+        raise ValidationError(field, "a data: URI must be data:<mime>;base64,<data>")
+    if not match["mime"].lower().startswith("image/"):
+        raise ValidationError(field, f"the data: URI is {match['mime']!r}, not an image/ type")
+    payload = uri[match.end() :]
+    # Base64 carries 3 bytes in every 4 characters.
+    if len(payload) // 4 * 3 > rules.max_bytes + 2:
+        raise ValidationError(
+            field,
+            f"the data: URI holds about {len(payload) // 4 * 3:,} bytes; {spec.name} takes at"
+            f" most {rules.max_bytes:,}",
+        )
+    return payload
+
+
+def decode_data_uri(field: str, uri: str, *, spec: ModelSpec) -> bytes:
+    """The bytes of a ``data:`` URI, once ``check_data_uri`` passed. Decodes: run it in a thread.
+
+    Raises:
+        ValidationError: a rule of ``check_data_uri`` is broken, or the payload is not base64.
+    """
+    payload = check_data_uri(field, uri, spec=spec)
+    try:
+        content = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValidationError(field, "the data: URI's payload is not valid base64") from None
+    if not content:
+        raise ValidationError(field, "the data: URI holds no bytes")
+    return content
 
 
 def _image_validator(spec: ModelSpec) -> Any:
@@ -316,8 +382,8 @@ def _to_colors(value: object) -> tuple[tuple[int, int, int], ...]:
 
 
 def _check_prompt(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if not isinstance(value, str) or not value.strip():
-        raise ValidationError("prompt", "must be a non-empty string")
+    check_text("prompt", value, what="prompt")
+    assert isinstance(value, str)
     if len(value) > PROMPT_SOFT_LIMIT:
         warnings.warn(
             f"prompt is {len(value)} characters; the service reads the first {PROMPT_SOFT_LIMIT}"
@@ -457,6 +523,19 @@ Example:
     requests: list[ds.Request] = [ds.StyleRepaint(url, style="anime"), ds.SketchToImage(url, prompt="x")]
     ```
 """
+
+
+def check_request(request: object) -> Request:
+    """``request`` itself, when it is a request the client can submit.
+
+    Raises:
+        TypeError: anything else (a URL string, None, a dict), naming the types it takes.
+    """
+    if not isinstance(request, StyleRepaint | SketchToImage):
+        raise TypeError(
+            f"request: expected a ds.StyleRepaint or ds.SketchToImage, not {type(request).__name__}"
+        )
+    return request
 
 
 # --- tasks and results ------------------------------------------------------------------------

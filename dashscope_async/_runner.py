@@ -33,7 +33,9 @@ import attrs
 from anyio.abc import TaskGroup
 
 from ._budget import Budget, BudgetLedger
+from ._checks import check_seconds, check_whole_number
 from ._client import AsyncDashScope, result_or_raise
+from ._downloads import save_result_images
 from ._errors import (
     AmbiguousSubmitError,
     APIConnectionError,
@@ -51,7 +53,7 @@ from ._errors import (
     ValidationError,
 )
 from ._events import EventHub, EventKind, EventStream, RunnerEvent
-from ._files import PreparedInputs, save_result_images
+from ._files import PreparedInputs
 from ._journal import JobState, Journal, JournalEntry, fingerprint, job_key
 from ._limits import Limiter, Limits, LocalLimiter
 from ._logging import get_logger
@@ -364,8 +366,8 @@ class AsyncTaskRunner:
         max_pending: int = 256,
         reconcile_grace: float = 2.0,
     ) -> None:
-        if max_pending < 1:
-            raise ValidationError("max_pending", f"must be at least 1, not {max_pending}")
+        check_whole_number("max_pending", max_pending, minimum=1)
+        check_seconds("reconcile_grace", reconcile_grace)
         self._client = client
         self._clock = client.clock
         self._own_limiter = limiter is None
@@ -492,6 +494,8 @@ class AsyncTaskRunner:
             ```
         """
         self._require_running()
+        if max_pending is not None:
+            check_whole_number("max_pending", max_pending, minimum=1)
         return Batch(
             self,
             requests,
@@ -695,8 +699,17 @@ class AsyncTaskRunner:
     async def _save(self, state: _JobState, result: TaskResult) -> tuple[Path, ...]:
         if self._download_dir is None:
             return ()
-        stem = state.key if state.key is not None else f"{state.index:06d}"
-        return tuple(await save_result_images(self._client.http, result, self._download_dir, stem))
+        job = state.key if state.key is not None else state.index
+        return tuple(
+            await save_result_images(
+                self._client.http,
+                result,
+                self._download_dir,
+                job,
+                limits=self._client.download_limits,
+                clock=self._clock,
+            )
+        )
 
     # --- the journal --------------------------------------------------------------------------
 

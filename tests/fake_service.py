@@ -32,6 +32,7 @@ from dashscope_async import (
     Usage,
 )
 from dashscope_async._clock import SYSTEM_CLOCK, Clock
+from dashscope_async._downloads import DownloadLimits
 from dashscope_async._files import PreparedInputs
 
 SubmitFault = Literal[
@@ -74,6 +75,7 @@ class FakeClient:
     ) -> None:
         self.clock = clock
         self.http = None
+        self.download_limits = DownloadLimits()
         self._run_seconds = run_seconds
         self.pending_seconds = pending_seconds
         self.tasks: dict[str, FakeTask] = {}

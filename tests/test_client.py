@@ -254,18 +254,21 @@ async def test_upload_policy_is_fetched_from_the_api_host() -> None:
     assert sent.headers["Authorization"] == f"Bearer {API_KEY}"
 
 
-async def test_download_delegates_to_the_files_module(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_download_delegates_to_the_downloads_module(monkeypatch: pytest.MonkeyPatch) -> None:
     from pathlib import Path
 
-    from dashscope_async import _files
+    from dashscope_async import _downloads
 
     calls: list[tuple[Any, ...]] = []
 
-    async def fake_download(http: httpx.AsyncClient, image: ds.GeneratedImage, dest: Any) -> Path:
+    async def fake_download(
+        http: httpx.AsyncClient, image: ds.GeneratedImage, dest: Any, **options: Any
+    ) -> Path:
         calls.append((http, image, dest))
+        assert options["limits"] == ds.DownloadLimits()
         return Path(dest)
 
-    monkeypatch.setattr(_files, "download_image", fake_download)
+    monkeypatch.setattr(_downloads, "download_image", fake_download)
     image = ds.GeneratedImage(url="https://result.test/a.png")
     async with mock_client(ScriptedService()) as client:
         assert await client.download(image, "out.png") == Path("out.png")

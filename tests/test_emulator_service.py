@@ -279,6 +279,57 @@ async def test_strict_mode_fails_a_made_up_url_with_the_models_invalid_url(
     assert task_of(emulator, task_id)["output"]["task_status"] == "SUCCEEDED"
 
 
+@pytest.fixture
+def loopback_image() -> Any:
+    """A PNG served by a plain HTTP server of the test's own on 127.0.0.1."""
+    import http.server
+    import threading
+
+    picture = make_image("PNG", 640, 640)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            found = self.path == "/sketch.png"
+            self.send_response(200 if found else 404)
+            self.send_header("Content-Length", str(len(picture) if found else 0))
+            self.end_headers()
+            if found:
+                self.wfile.write(picture)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@pytest.mark.parametrize("unknown_urls", ["image", "fail"])
+def test_loopback_urls_are_fetched_as_they_are_in_either_mode(
+    loopback_image: str, unknown_urls: Any
+) -> None:
+    def outcome(url: str, **changes: Any) -> tuple[str, str | None]:
+        clock = ManualClock()
+        config = EmulatorConfig(seed=2, unknown_urls=unknown_urls, **changes)
+        emulator = Emulator(config, clock=clock)
+        task_id = submit(emulator, sketch_body(url))["output"]["task_id"]
+        clock.advance(60)
+        output = task_of(emulator, task_id)["output"]
+        return output["task_status"], output.get("code")
+
+    assert outcome(loopback_image + "/sketch.png") == ("SUCCEEDED", None)
+    # A loopback URL is never a stand-in: missing, or not fetched, it fails.
+    assert outcome(loopback_image + "/missing.png") == ("FAILED", "InvalidURL")
+    not_fetched = outcome(loopback_image + "/sketch.png", fetch_loopback=False)
+    assert not_fetched == ("FAILED", "InvalidURL")
+
+
 def test_a_bad_unknown_urls_setting_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown_urls"):
         EmulatorConfig(unknown_urls="ignore")  # type: ignore[arg-type]
@@ -466,13 +517,22 @@ def test_undeclared_workspaces_accept_any_id_and_a_list_of_ids_is_enough() -> No
     assert "sk-secret-typo" not in str(caught.value)
 
 
-async def test_the_client_sees_an_unknown_workspace_as_not_found() -> None:
-    emulator = Emulator(time_scale=0.001, workspaces=["ws-main"])
+async def test_the_client_sees_a_wrong_workspace_as_not_found_or_denied() -> None:
+    emulator = Emulator(
+        time_scale=0.001,
+        api_keys=(KEY, "sk-other"),
+        workspaces={"ws-main": None, "ws-lab": (KEY,)},
+    )
     request = ds.SketchToImage(emulator.sample_image_url("sketch"), prompt="a tree")
     async with emulator.client(workspace="ws-other") as client:
         with pytest.raises(ds.NotFoundError) as caught:
             await client.submit(request)
     assert caught.value.code == "WorkSpaceNotFound"
+    async with emulator.client(workspace="ws-lab", api_key="sk-other") as client:
+        with pytest.raises(ds.PermissionDeniedError) as denied:
+            await client.submit(request)
+    assert denied.value.code == "Workspace.AccessDenied"
+    assert emulator.tasks == {}
     async with emulator.client(workspace="ws-main") as client:
         assert (await client.generate(request)).status is ds.TaskStatus.SUCCEEDED
 
@@ -580,3 +640,13 @@ def test_the_command_line_has_a_strict_url_flag_and_a_fresh_seed_by_default() ->
     assert default.config.unknown_urls == "image" and default.config.seed is None
     strict = build(parse_args(["--strict-urls", "--seed", "4"]))
     assert strict.config.unknown_urls == "fail" and strict.seed == 4
+
+
+def test_the_cli_emulator_command_offers_the_strict_url_flag() -> None:
+    from click.testing import CliRunner
+
+    from dashscope_async.cli import cli
+
+    result = CliRunner().invoke(cli, ["emulator", "--help"])
+    assert result.exit_code == 0, result.output
+    assert "--strict-urls" in result.output

@@ -6,6 +6,7 @@ return at once, so nothing here sleeps for real.
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import os
@@ -15,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from email.parser import BytesParser
 from email.policy import HTTP
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -25,6 +27,12 @@ import pytest
 from dashscope_async import _files
 from dashscope_async._client import AsyncDashScope
 from dashscope_async._config import STYLE_REPAINT
+from dashscope_async._downloads import (
+    DownloadLimits,
+    download_image,
+    result_file_name,
+    save_result_images,
+)
 from dashscope_async._errors import (
     APIConnectionError,
     BadRequestError,
@@ -34,13 +42,7 @@ from dashscope_async._errors import (
     ServerError,
     ValidationError,
 )
-from dashscope_async._files import (
-    InputPreparer,
-    download_image,
-    load_local_image,
-    result_file_name,
-    save_result_images,
-)
+from dashscope_async._files import InputPreparer, load_local_image
 from dashscope_async._models import (
     GeneratedImage,
     SketchToImage,
@@ -234,7 +236,8 @@ async def test_urls_pass_through_without_any_request(
     plain = await preparer.prepare(SketchToImage(http_url, prompt="a tree"))
     assert plain.urls == {"sketch": http_url}
     assert plain.oss_resolve is False
-    data_uri = "data:image/png;base64,iVBORw0KGgo="
+    png = base64.b64encode(make_image("PNG", 300, 300)).decode()
+    data_uri = f"data:image/png;base64,{png}"
     assert (await preparer.prepare(StyleRepaint(data_uri, style=2))).urls["image"] == data_uri
     assert service.requests == []
     assert policies.fetched == []
@@ -463,10 +466,16 @@ async def test_missing_unreadable_oversized_and_directory_inputs(
     locked = tmp_path / "locked.png"
     locked.write_bytes(make_image("PNG", 300, 300))
 
-    def denied(self: Path) -> bytes:
-        raise PermissionError(13, "Permission denied")
+    locked.chmod(0)
+    if os.access(locked, os.R_OK):  # root reads anything: take the permission away another way
+        real_open = os.open
 
-    monkeypatch.setattr(Path, "read_bytes", denied)
+        def denied(path: Any, flags: int, *args: Any) -> int:
+            if os.fspath(path) == os.fspath(locked):
+                raise PermissionError(13, "Permission denied")
+            return real_open(path, flags, *args)
+
+        monkeypatch.setattr(os, "open", denied)
     with pytest.raises(ValidationError, match=r"locked\.png: cannot be read") as caught:
         await preparer.prepare(SketchToImage(str(locked), prompt="tree"))
     assert caught.value.field == "sketch"
@@ -756,10 +765,12 @@ async def test_download_names_files_from_the_content(
     service.results["/1/abc.png"] = httpx.Response(200, content=JPEG)
     url = result_url("/1/abc.png")
     assert await download_image(http, url, tmp_path / "portrait") == tmp_path / "portrait.jpg"
-    assert await download_image(http, url, tmp_path) == tmp_path / "abc.jpg"
+    into_folder = await download_image(http, url, tmp_path)
+    assert into_folder.parent == tmp_path
+    assert re.fullmatch(r"abc-[0-9a-f]{10}\.jpg", into_folder.name)
     new_dir = tmp_path / "new"
-    assert await download_image(http, url, f"{new_dir}/") == new_dir / "abc.jpg"
-    assert listing(tmp_path) == ["abc.jpg", "new", "portrait.jpg"]
+    assert await download_image(http, url, f"{new_dir}/") == new_dir / into_folder.name
+    assert listing(tmp_path) == sorted([into_folder.name, "new", "portrait.jpg"])
 
 
 @pytest.mark.anyio
@@ -782,7 +793,11 @@ async def test_download_retries_5xx_and_dropped_connections(
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(flaky)) as client:
         path = await download_image(
-            client, result_url("/x.png"), tmp_path / "x.png", clock=clock, retries=3
+            client,
+            result_url("/x.png"),
+            tmp_path / "x.png",
+            clock=clock,
+            limits=DownloadLimits(retries=3),
         )
     assert path.read_bytes() == PNG
     assert len(service.requests) == 4
@@ -809,14 +824,18 @@ async def test_a_failed_download_never_replaces_the_old_file(
     dest.write_bytes(b"the old file")
     service.results["/x.png"] = lambda: httpx.Response(200, stream=DroppingStream(PNG[:20]))
     with pytest.raises(APIConnectionError):
-        await download_image(http, result_url("/x.png"), dest, clock=clock, retries=2)
+        await download_image(
+            http, result_url("/x.png"), dest, clock=clock, limits=DownloadLimits(retries=2)
+        )
     assert dest.read_bytes() == b"the old file"
     assert listing(tmp_path) == ["x.png"]
     assert len(service.requests) == 3
 
     service.results["/x.png"] = httpx.Response(500)
     with pytest.raises(ServerError):
-        await download_image(http, result_url("/x.png"), dest, clock=clock, retries=0)
+        await download_image(
+            http, result_url("/x.png"), dest, clock=clock, limits=DownloadLimits(retries=0)
+        )
     assert listing(tmp_path) == ["x.png"]
 
 
@@ -928,9 +947,13 @@ async def test_download_verification_works_without_pillow(
 def test_result_file_names() -> None:
     assert result_file_name(7, 0, "png") == "000007-0.png"
     assert result_file_name(123456789, 3, ".jpg") == "123456789-3.jpg"
-    assert result_file_name("portraits/alice", 1, ".jpg") == "portraits_alice-1.jpg"
-    assert result_file_name("../../etc/passwd", 0, "png") == "etc_passwd-0.png"
-    assert result_file_name("..", 0, "") == "image-0"
+    assert re.fullmatch(
+        r"portraits_alice-[0-9a-f]{10}-1\.jpg", result_file_name("portraits/alice", 1, ".jpg")
+    )
+    assert re.fullmatch(
+        r"etc_passwd-[0-9a-f]{10}-0\.png", result_file_name("../../etc/passwd", 0, "png")
+    )
+    assert re.fullmatch(r"job-[0-9a-f]{10}-0", result_file_name("..", 0, ""))
 
 
 @pytest.mark.anyio
@@ -950,7 +973,8 @@ async def test_save_result_images_names_every_image(
     by_index = await save_result_images(http, result, tmp_path / "out", 7)
     assert [p.name for p in by_index] == ["000007-0.png", "000007-2.jpg"]
     by_key = await save_result_images(http, result, tmp_path / "out", "job.v2")
-    assert [p.name for p in by_key] == ["job.v2-0.png", "job.v2-2.jpg"]
+    stem = result_file_name("job.v2", 0, "").removesuffix("-0")
+    assert [p.name for p in by_key] == [f"{stem}-0.png", f"{stem}-2.jpg"]
     again = await save_result_images(http, result, tmp_path / "out", 7)
     assert again == by_index  # deterministic: a rerun overwrites
     assert len(listing(tmp_path / "out")) == 4

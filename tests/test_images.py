@@ -254,3 +254,40 @@ def test_verify_image_file_refuses_other_content(tmp_path: Path, reader: Reader)
     path.write_bytes(b"<?xml version='1.0'?><Error><Code>AccessDenied</Code></Error>")
     with reader(), pytest.raises(ValueError, match="not an image"):
         verify_image_file(path)
+
+
+# --- completeness -----------------------------------------------------------------------------
+
+
+def _noisy(fmt: str, width: int = 300, height: int = 300) -> bytes:
+    """An image whose compressed data is long, so a cut lands inside it."""
+    pixels = bytes((x * 7919 + y * 104729) % 251 for y in range(height) for x in range(width))
+    image = Image.frombytes("L", (width, height), pixels).convert("RGB")
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "BMP"])
+def test_a_file_cut_in_half_is_refused_by_either_reader(fmt: str, reader: Reader) -> None:
+    whole = _noisy(fmt)
+    half = whole[: len(whole) // 2]
+    with reader():
+        check_image(whole, STYLE_REPAINT.image_rules, field="image", source="x", model="m")
+        with pytest.raises(ValidationError, match=r"whole|header could not be read"):
+            check_image(half, STYLE_REPAINT.image_rules, field="image", source="x", model="m")
+
+
+def test_a_damaged_png_of_the_right_length_is_found_by_its_crc(reader: Reader) -> None:
+    whole = bytearray(_noisy("PNG"))
+    middle = len(whole) // 2
+    whole[middle : middle + 64] = bytes(64)
+    with reader():
+        problem = _images.check_complete(bytes(whole), ImageHeader("PNG", 300, 300))
+    assert problem is not None and "damaged" in problem
+
+
+def test_a_jpeg_whose_exif_thumbnail_ends_early_is_still_whole(reader: Reader) -> None:
+    data = jpeg_with_exif(400, 300)
+    with reader():
+        assert _images.check_complete(data, ImageHeader("JPEG", 400, 300)) is None

@@ -14,6 +14,8 @@ Example:
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from .._version import __version__
@@ -84,8 +86,21 @@ for command in (demo, repaint, sketch, batch, journal, tasks, styles, emulator):
 
 
 def main() -> None:
-    """The ``dashscope-async`` entry point."""
-    cli(prog_name="dashscope-async")
+    """The ``dashscope-async`` entry point.
+
+    Runs the command tree itself rather than in click's standalone mode, so that Ctrl-C
+    anywhere (while a manifest is read and checked, say) exits with the documented status 130
+    instead of click's "Aborted!" and 1.
+    """
+    try:
+        status = cli.main(prog_name="dashscope-async", standalone_mode=False)
+    except click.ClickException as exc:
+        exc.show()
+        raise SystemExit(exc.exit_code) from None
+    except (click.Abort, KeyboardInterrupt):
+        sys.stderr.write("\nInterrupted.\n")
+        raise SystemExit(int(ExitCode.INTERRUPTED)) from None
+    raise SystemExit(status if isinstance(status, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

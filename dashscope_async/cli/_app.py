@@ -17,11 +17,12 @@ from typing import IO, Any, NoReturn, TypeVar
 import anyio
 import attrs
 import click
+import httpx
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape as rich_escape
 
-from .._client import AsyncDashScope
+from .._client import DEFAULT_TIMEOUT, AsyncDashScope
 from .._config import API_KEY_ENV, env
 from .._errors import (
     APIConnectionError,
@@ -77,6 +78,43 @@ def escape(text: str) -> str:
     return rich_escape(text)
 
 
+class AbortableTransport(httpx.AsyncBaseTransport):
+    """The command line's network: after ``abort()``, every request in flight or to come fails
+    at once as a connection error.
+
+    A second Ctrl-C aborts it, so the runner's last cancels of PENDING tasks end now instead of
+    at their timeout, and the batch still reports every job and writes its results file.
+    """
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self._inner = inner
+        self._in_flight: set[anyio.CancelScope] = set()
+        self.aborted = False
+
+    def _refused(self, request: httpx.Request) -> httpx.ConnectError:
+        return httpx.ConnectError("interrupted: no longer waiting for the service", request=request)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self.aborted:
+            raise self._refused(request)
+        with anyio.CancelScope() as scope:
+            self._in_flight.add(scope)
+            try:
+                return await self._inner.handle_async_request(request)
+            finally:
+                self._in_flight.discard(scope)
+        raise self._refused(request)  # cancelled by abort(), not by the caller
+
+    def abort(self) -> None:
+        """Fail every request from now on, and those waiting for an answer now."""
+        self.aborted = True
+        for scope in tuple(self._in_flight):
+            scope.cancel()
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
 @attrs.define
 class Settings:
     """The global options, shared by every command through click's context object."""
@@ -87,6 +125,8 @@ class Settings:
     verbose: bool = False
     quiet: bool = False
     json_output: bool = False
+    _network: AbortableTransport | None = attrs.field(default=None, init=False, repr=False)
+    _http: httpx.AsyncClient | None = attrs.field(default=None, init=False, repr=False)
 
     def resolved_api_key(self) -> str:
         """The key from ``--api-key`` or ``DASHSCOPE_API_KEY``, or a CliError (exit 3)."""
@@ -103,13 +143,36 @@ class Settings:
         return key
 
     def client(self) -> AsyncDashScope:
-        """A client for these settings (the key is required)."""
+        """A client for these settings (the key is required), on the abortable network."""
+        key = self.resolved_api_key()
+        if self._http is None:
+            self._network = AbortableTransport(httpx.AsyncHTTPTransport())
+            self._http = httpx.AsyncClient(
+                transport=self._network, timeout=DEFAULT_TIMEOUT, follow_redirects=False
+            )
         try:
             return AsyncDashScope(
-                api_key=self.resolved_api_key(), base_url=self.base_url, workspace=self.workspace
+                api_key=key,
+                base_url=self.base_url,
+                workspace=self.workspace,
+                http_client=self._http,
             )
         except ValidationError as exc:
-            raise CliError(str(exc), hint="check --base-url and --workspace") from None
+            option = {"api_key": "--api-key", "workspace": "--workspace"}.get(
+                exc.field, "--base-url"
+            )
+            raise CliError(str(exc), hint=f"check {option}; nothing was sent") from None
+
+    def abort_network(self) -> None:
+        """Stop waiting for the service: every request now fails at once (a second Ctrl-C)."""
+        if self._network is not None:
+            self._network.abort()
+
+    async def aclose(self) -> None:
+        """Close the network the clients of these settings used."""
+        http, self._http, self._network = self._http, None, None
+        if http is not None:
+            await http.aclose()
 
     @property
     def show_progress(self) -> bool:
@@ -206,6 +269,9 @@ def run_async(settings: Settings, function: Callable[[], Awaitable[T]]) -> T:
             return await function()
         except DashScopeError as exc:
             raise error_from_library(exc, settings) from None
+        finally:
+            with anyio.CancelScope(shield=True):
+                await settings.aclose()
 
     try:
         return anyio.run(guarded, backend="asyncio")
@@ -217,10 +283,15 @@ def run_async(settings: Settings, function: Callable[[], Awaitable[T]]) -> T:
 
 @attrs.define
 class Interrupt:
-    """Ctrl-C during a batch: the first asks the work to stop cleanly, the second forces exit."""
+    """Ctrl-C during a batch: the first asks the work to stop cleanly; a second only shortens
+    the wait (``on_second``: stop waiting for the service's answers to the last cancels).
+
+    Without ``on_second`` (nothing to shorten), a second Ctrl-C exits at once (status 130).
+    """
 
     requested: bool = False
     on_first: Callable[[], None] | None = None
+    on_second: Callable[[], None] | None = None
 
     def request(self) -> None:
         """The first Ctrl-C (also called by tests): mark the stop and tell ``on_first``."""
@@ -231,12 +302,15 @@ class Interrupt:
             self.on_first()
 
     async def watch(self, scope: anyio.CancelScope | None = None) -> NoReturn:
-        """On the first SIGINT, ``request()`` and cancel ``scope`` (if given); exit at once
-        (status 130) on the second."""
+        """On the first SIGINT, ``request()`` and cancel ``scope`` (if given); on the next ones,
+        call ``on_second`` (or exit at once, status 130, without one)."""
         with anyio.open_signal_receiver(signal.SIGINT) as signals:
             async for _ in signals:
                 if self.requested:
-                    os._exit(int(ExitCode.INTERRUPTED))
+                    if self.on_second is None:
+                        os._exit(int(ExitCode.INTERRUPTED))
+                    self.on_second()
+                    continue
                 self.request()
                 if scope is not None:
                     scope.cancel()

@@ -23,7 +23,7 @@ from rich.console import Console
 from .._budget import Budget
 from .._client import AsyncDashScope
 from .._config import MODELS
-from .._errors import JournalError, ValidationError
+from .._errors import APIConnectionError, AuthenticationError, JournalError, ValidationError
 from .._journal import JobState, Journal, JournalEntry, fingerprint, job_key
 from .._models import Request
 from .._polling import PollPolicy
@@ -97,7 +97,9 @@ class BatchReport:
     def exit_code(self) -> ExitCode:
         if self.interrupted:
             return ExitCode.INTERRUPTED
-        return ExitCode.OK if all(r.ok for r in self.records) else ExitCode.JOBS_FAILED
+        if all(r.ok for r in self.records):
+            return ExitCode.OK
+        return service_exit_code([o.error for o in self.outcomes]) or ExitCode.JOBS_FAILED
 
     def counts(self) -> dict[str, int]:
         return status_counts(self.records)
@@ -119,6 +121,18 @@ class BatchReport:
             "results_file": None if results_file is None else os.fspath(results_file),
             "jobs": [r.to_json() for r in sorted(self.records, key=lambda r: r.index)],
         }
+
+
+def service_exit_code(errors: Sequence[BaseException | None]) -> ExitCode | None:
+    """The status for a batch in which no job got through because of the service itself:
+    3 when it refused the key, 4 when it could not be reached (every job, no exception)."""
+    if not errors or any(error is None for error in errors):
+        return None
+    if all(isinstance(error, AuthenticationError) for error in errors):
+        return ExitCode.NO_API_KEY
+    if all(isinstance(error, APIConnectionError) for error in errors):
+        return ExitCode.SERVICE_ERROR
+    return None
 
 
 def typical_seconds(scale: float = 1.0) -> dict[str, float]:
@@ -357,7 +371,7 @@ async def run_jobs(
             running.cancel_all()
 
     interrupt = interrupt if interrupt is not None else Interrupt()
-    interrupt.on_first = stopping
+    interrupt.on_first, interrupt.on_second = stopping, settings.abort_network
     plan: ResumePlan | None = None
     if journal is not None:
         await anyio.Path(journal).parent.mkdir(parents=True, exist_ok=True)

@@ -20,15 +20,16 @@ import csv
 import io
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal
 
 import attrs
 
+from .._checks import check_text
 from .._config import MODELS, SKETCH_TO_IMAGE, STYLE_REPAINT, ModelSpec
 from .._errors import ValidationError
-from .._files import load_local_image
+from .._files import image_fields, is_read_before_sending, load_local_image
 from .._models import Request, SketchToImage, StyleRepaint
 
 __all__ = ["ManifestJob", "ManifestProblem", "load_manifest", "parse_manifest"]
@@ -123,23 +124,95 @@ class ManifestError(ValidationError):
         self.problems = problems
 
 
+#: The longest CSV field Python's reader takes (its default limit); nothing real comes near it.
+CSV_FIELD_LIMIT: Final = csv.field_size_limit()
+
+
 def _records(text: str, fmt: Literal["csv", "jsonl"]) -> Iterable[tuple[int, Any]]:
-    """(line, record) pairs; a record that is not an object is yielded as is, to be refused."""
+    """(line, record) pairs; a record that is not an object is yielded as is, to be refused,
+    and a line that cannot be read at all as a ``ManifestProblem``."""
     if fmt == "csv":
-        reader = csv.DictReader(io.StringIO(text), skipinitialspace=True)
-        line = 1
-        for row in reader:
-            yield line + 1, row
-            line = reader.line_num
+        yield from _csv_records(text)
         return
     for number, raw in enumerate(text.splitlines(), start=1):
         stripped = raw.strip()
         if not stripped or stripped.startswith("#"):
             continue
         try:
-            yield number, json.loads(stripped)
+            yield number, json.loads(stripped, object_pairs_hook=_unique_keys)
+        except _DuplicateKey as exc:
+            yield number, ManifestProblem(number, exc.key, "is given twice on this line")
         except json.JSONDecodeError as exc:
-            yield number, ValueError(f"not valid JSON ({exc.msg}, column {exc.colno})")
+            yield (
+                number,
+                ManifestProblem(number, "json", f"not valid JSON ({exc.msg}, column {exc.colno})"),
+            )
+        except RecursionError:
+            yield number, ManifestProblem(number, "json", "is nested too deeply")
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys (compared as the manifest reads them) appear once each."""
+    seen: set[str] = set()
+    for name, _ in pairs:
+        normal = name.strip().lower()
+        if normal in seen:
+            raise _DuplicateKey(normal)
+        seen.add(normal)
+    return dict(pairs)
+
+
+def _csv_records(text: str) -> Iterable[tuple[int, Any]]:
+    reader = csv.DictReader(io.StringIO(text), skipinitialspace=True)
+    try:
+        header = reader.fieldnames or []
+    except csv.Error as exc:
+        yield 1, _csv_problem(text, 1, [], exc)
+        return
+    seen: set[str] = set()
+    for name in header:
+        normal = name.strip().lower()
+        if normal and normal in seen:
+            yield 1, ManifestProblem(1, normal, "is a column twice in the header")
+            return
+        seen.add(normal)
+    line = 1
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield line + 1, _csv_problem(text, line + 1, header, exc)
+            return  # the reader cannot find its place again after this
+        yield line + 1, row
+        line = reader.line_num
+
+
+def _csv_problem(text: str, line: int, header: Sequence[str], exc: csv.Error) -> ManifestProblem:
+    """What a line the CSV reader gave up on is: most often a field over the size limit."""
+    if "field larger than field limit" not in str(exc):
+        return ManifestProblem(line, "csv", f"cannot be read as CSV ({exc})")
+    lines = text.splitlines()
+    raw = lines[line - 1] if 0 < line <= len(lines) else ""
+    column = next((i for i, part in enumerate(raw.split(",")) if len(part) > CSV_FIELD_LIMIT), None)
+    field = (
+        header[column].strip().lower() or "(unnamed column)"
+        if column is not None and column < len(header)
+        else "csv"
+    )
+    return ManifestProblem(
+        line,
+        field,
+        f"a field is longer than {CSV_FIELD_LIMIT:,} characters (128 KiB); no manifest field"
+        " needs that much",
+    )
 
 
 def _format_of(path: Path, text: str) -> Literal["csv", "jsonl"]:
@@ -187,6 +260,14 @@ def _kind(record: Mapping[str, Any]) -> Kind:
             return "repaint"
         raise ValidationError("kind", "say which job this is: kind (repaint or sketch) or model")
     return kind
+
+
+def _text(field: str, value: Any) -> str:
+    """A field that must be text: a number, list or object is refused, never stringified."""
+    if not isinstance(value, str):
+        kind = {dict: "an object", list: "a list", bool: "true/false"}.get(type(value), "a number")
+        raise ValidationError(field, f"must be a string, not {kind} ({json.dumps(value)[:40]})")
+    return check_text(field, value)
 
 
 def _integer(field: str, value: Any) -> int:
@@ -280,22 +361,15 @@ def _request(record: dict[str, Any], base: Path) -> Request:
         options["style"] = record["style"]
     if "prompt" not in record:
         raise ValidationError("prompt", "missing: a sketch job needs a prompt")
-    return SketchToImage(image, prompt=str(record["prompt"]), **options)
+    return SketchToImage(image, prompt=_text("prompt", record["prompt"]), **options)
 
 
 def check_local_files(request: Request) -> None:
-    """Read and check each local input against its model's rules (blocks: file I/O)."""
-    fields: dict[str, object] = (
-        {"image": request.image, "style_ref": request.style_ref}
-        if isinstance(request, StyleRepaint)
-        else {"sketch": request.sketch}
-    )
-    for field, value in fields.items():
-        if isinstance(value, str) and ("://" in value[:16] or value.lower().startswith("data:")):
-            continue
-        if value is None:
-            continue
-        load_local_image(field, value, request.spec.image_rules, model=request.model)
+    """Read and check each local input (a path, a ``file://`` URL, bytes or a ``data:`` URI)
+    against its model's rules, as a submit would (blocks: file I/O)."""
+    for field, value in image_fields(request).items():
+        if is_read_before_sending(value):
+            load_local_image(field, value, request.spec.image_rules, model=request.model)
 
 
 def parse_manifest(
@@ -322,8 +396,8 @@ def parse_manifest(
     problems: list[ManifestProblem] = []
     keys: dict[str, int] = {}
     for line, raw in _records(text, fmt):
-        if isinstance(raw, ValueError):
-            problems.append(ManifestProblem(line, "json", str(raw)))
+        if isinstance(raw, ManifestProblem):
+            problems.append(raw)
             continue
         if not isinstance(raw, Mapping):
             problems.append(ManifestProblem(line, "json", "each line must be a JSON object"))
@@ -332,7 +406,7 @@ def parse_manifest(
         key = record.get("key")
         try:
             if key is not None:
-                key = str(key)
+                key = _text("key", key)
                 if key in keys:
                     raise ValidationError("key", f"{key!r} is already used on line {keys[key]}")
                 keys[key] = line

@@ -148,6 +148,10 @@ class EmulatorConfig:
         wall_start: the wall-clock time the emulator's clock starts at; None means now.
         region: the account's region: every task list item carries it, and the list's
             ``region`` filter matches only it.
+        result_file_name: serve every result image under this one file name
+            (``.../<image key>/<name>``), as object stores that name every object
+            alike do; for tests of code that saves results by their URL's file name. None
+            (the default) gives each its own name.
 
     Example:
         ```python
@@ -182,8 +186,13 @@ class EmulatorConfig:
     workspaces: Mapping[str, tuple[str, ...] | None] | None = attrs.field(
         default=None, converter=_workspaces, repr=False
     )
+    result_file_name: str | None = None
 
     def __attrs_post_init__(self) -> None:
+        if self.result_file_name is not None and (
+            not self.result_file_name or "/" in self.result_file_name
+        ):
+            raise ValueError("result_file_name must be a file name (no '/')")
         if not self.time_scale > 0 or math.isinf(self.time_scale):
             raise ValueError("time_scale must be a positive, finite number")
         if not self.api_keys:

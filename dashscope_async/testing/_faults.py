@@ -36,6 +36,9 @@ FaultKind = Literal[
     "drop_after",  # processed (a submit created its task), then the connection drops
     "timeout_after",  # processed, then no answer until the client times out
     "malformed_json",  # processed, answered 200 with a body that is not JSON
+    "endless_body",  # 200 with a body that never ends (a result host gone wrong)
+    "trickle",  # the right answer, a byte at a time (``delay`` seconds apart)
+    "redirect_loop",  # 302 back to the same URL, without end
 ]
 
 
@@ -117,6 +120,30 @@ class Fault:
     def malformed_json(cls) -> Fault:
         """Processed, then answered 200 with a body that is not JSON."""
         return cls("malformed_json", 200)
+
+    @classmethod
+    def endless_body(cls) -> Fault:
+        """200 with a body that starts like the answer and never ends (no length announced).
+
+        Meant for the ``result`` route: a download must stop at its size cap.
+        """
+        return cls("endless_body", 200)
+
+    @classmethod
+    def trickle(cls, bytes_per_second: float = 1.0) -> Fault:
+        """The right answer, one byte at a time at ``bytes_per_second`` (on the event loop's
+        clock). Meant for the ``result`` route: a download must stop at its deadline."""
+        if not bytes_per_second > 0:
+            raise ValueError("bytes_per_second must be positive")
+        return cls("trickle", 200, delay=1.0 / bytes_per_second)
+
+    @classmethod
+    def redirect_loop(cls) -> Fault:
+        """302 with ``Location`` pointing back at the requested URL, every time it applies.
+
+        Script it with ``times=`` at least the client's redirect limit (httpx's is 20).
+        """
+        return cls("redirect_loop", 302)
 
 
 TASK_FAILURE_MESSAGES: Final = {
@@ -257,7 +284,7 @@ def parse_fault_spec(spec: str) -> list[tuple[str, Fault | TaskFault, float]]:
     """Parse the command line's ``--faults``: ``route:fault:probability`` items, comma-separated.
 
     Faults: ``429``, ``500``, ``502``, ``503``, ``504``, ``bare500``, ``slow=<s>``, ``drop``,
-    ``drop-after``, ``timeout``, ``badjson``; for route ``task``: a failure code
+    ``drop-after``, ``timeout``, ``badjson``, ``endless``, ``trickle``, ``redirect-loop``; for route ``task``: a failure code
     (``InternalError.Algo``, ``DataInspectionFailed``) or ``partial``.
 
     Example:
@@ -296,6 +323,9 @@ def _named_fault(name: str) -> Fault:
         "drop-after": Fault.drop_after,
         "timeout": Fault.timeout_after,
         "badjson": Fault.malformed_json,
+        "endless": Fault.endless_body,
+        "trickle": Fault.trickle,
+        "redirect-loop": Fault.redirect_loop,
     }
     if name not in named:
         raise ValueError(f"unknown fault {name!r}")

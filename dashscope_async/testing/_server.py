@@ -20,6 +20,7 @@ import anyio
 import anyio.lowlevel
 
 from ._core import Call, EmulatorCore, HostRole, HostUrls
+from ._transport import fault_body, streams_body
 
 __all__ = ["LoopbackServer"]
 
@@ -63,9 +64,44 @@ def asgi_app(core: EmulatorCore, role: HostRole) -> ASGIApp:
             if fault.kind in ("drop_before", "drop_after", "timeout_after"):
                 await _drop_connection(receive)
                 return
+            if fault.kind == "redirect_loop":
+                location = scope["path"] + (
+                    "?" + scope["query_string"].decode("latin-1") if scope["query_string"] else ""
+                )
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 302,
+                        "headers": [(b"location", location.encode()), (b"content-length", b"0")],
+                    }
+                )
+                await send({"type": "http.response.body", "body": b""})
+                return
         content = reply.body
         if reply.render is not None:
             content = await anyio.to_thread.run_sync(reply.render)
+        if fault is not None and streams_body(fault):
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": reply.status,
+                    "headers": [(b"content-type", reply.content_type.encode())],
+                }
+            )
+            # Until the body ends (a trickle) or the client hangs up (an endless body).
+            async with anyio.create_task_group() as sending:
+
+                async def stop_on_disconnect() -> None:
+                    while (await receive())["type"] != "http.disconnect":
+                        pass
+                    sending.cancel_scope.cancel()
+
+                sending.start_soon(stop_on_disconnect)
+                async for chunk in fault_body(fault, content):
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await send({"type": "http.response.body", "body": b""})
+                sending.cancel_scope.cancel()
+            return
         if scope["method"] == "HEAD":
             content = b""
         await send(
