@@ -52,11 +52,15 @@ def _draw_portrait(folder: Path) -> Path:
 
 
 @asynccontextmanager
-async def emulated(time_scale: float | None = None) -> AsyncIterator[Emulated]:
+async def emulated(
+    time_scale: float | None = None, *, allow_local_files: bool = True
+) -> AsyncIterator[Emulated]:
     """Serve the emulator on 127.0.0.1 and give a client for it, with a portrait to send.
 
     Args:
         time_scale: multiplies the service's run times (``TIME_SCALE`` when None).
+        allow_local_files: the client's option: False for code that builds requests from what
+            other people send (the web app, the bot).
 
     Example:
         ```python
@@ -74,6 +78,10 @@ async def emulated(time_scale: float | None = None) -> AsyncIterator[Emulated]:
         portrait = await anyio.to_thread.run_sync(_draw_portrait, Path(folder))
         async with (
             emulator.serve() as server,
-            ds.AsyncDashScope(api_key=server.api_key, base_url=server.base_url) as client,
+            ds.AsyncDashScope(
+                api_key=server.api_key,
+                base_url=server.base_url,
+                allow_local_files=allow_local_files,
+            ) as client,
         ):
             yield Emulated(client=client, emulator=emulator, portrait=portrait)

@@ -7,7 +7,9 @@ only a few at a time, so a user with one photo waits for at most one job of ever
 Progress messages ("queued", "painting", "done") come from the runner's events.
 
 The chat side is a stand-in: ``Bot.handle`` is what your Telegram/Discord/Slack handler calls,
-and ``send`` is how you reply. Plain asyncio, as most bot frameworks are.
+and ``send`` is how you reply. Plain asyncio, as most bot frameworks are. Users' messages choose
+the inputs, so the bot's client is built with ``allow_local_files=False``: a path in a message is
+refused, never read from the bot's disk.
 
 Run it against the built-in emulator, three users sending photos at once::
 
@@ -215,15 +217,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.emulator:
         return asyncio.run(_demo_on_emulator())
-    asyncio.run(demo(ds.AsyncDashScope(), args.image, poll=None))
+    # Users' messages choose the inputs: the client refuses local paths and file:// URLs.
+    asyncio.run(demo(ds.AsyncDashScope(allow_local_files=False), args.image, poll=None))
     return 0
 
 
 async def _demo_on_emulator() -> int:
     from examples._emulated import emulated
 
-    async with emulated() as service:
-        await demo(service.client, str(service.portrait), poll=None)
+    async with emulated(allow_local_files=False) as service:
+        await demo(service.client, service.emulator.sample_image_url("portrait"), poll=None)
     return 0
 
 

@@ -5,7 +5,7 @@ many users call the app at once, the account's limits hold (per model: 2 submiss
 1 task in progress) and jobs are served first come, first served. A client that disconnects
 cancels its job: a task still PENDING is cancelled on the service, so it is not billed.
 
-Run it (needs ``pip install 'dashscope-async' fastapi uvicorn``)::
+Run it from the repository root (needs ``pip install -e ".[examples]"``)::
 
     export DASHSCOPE_API_KEY=sk-...
     uvicorn examples.fastapi_app:app
@@ -22,8 +22,10 @@ Or run the emulator on its own (``python -m dashscope_async.testing --port 8001`
 app at it: ``export DASHSCOPE_HTTP_BASE_URL=http://127.0.0.1:8001/api/v1
 DASHSCOPE_API_KEY=sk-emulator``.
 
-The app takes image URLs only: a path in a request body would have the server read and upload
-its own files.
+Requests come from callers, so the app's client is built with ``allow_local_files=False``: a
+path (or ``file://`` URL) in a request body is refused before anything is read, with the same
+answer whether the file exists or not, so a caller can neither make the server upload its own
+files nor probe which exist. The app refuses to start with a client that reads local files.
 """
 
 from __future__ import annotations
@@ -74,23 +76,29 @@ def get_runner(request: Request) -> ds.AsyncTaskRunner:
 
 Runner = Annotated[ds.AsyncTaskRunner, Depends(get_runner)]
 
-#: Makes the app's client: ``ds.AsyncDashScope`` itself, or any ``async with`` that yields one.
+#: Makes the app's client: ``untrusted_input_client``, or any ``async with`` that yields one.
 Connect = Callable[[], AbstractAsyncContextManager[ds.AsyncDashScope]]
 
 
+def untrusted_input_client() -> ds.AsyncDashScope:
+    """The client for requests built from what callers send: local paths and ``file://`` URLs
+    are refused (the key comes from ``DASHSCOPE_API_KEY``)."""
+    return ds.AsyncDashScope(allow_local_files=False)
+
+
 def create_app(
-    connect: Connect = ds.AsyncDashScope,
+    connect: Connect = untrusted_input_client,
     *,
     limits: ds.Limits | None = None,
     poll: ds.PollPolicy | None = None,
     budget: ds.Budget | None = None,
 ) -> FastAPI:
     """Build the app. ``connect`` makes the client, entered for the app's lifetime (tests pass
-    one wired to the emulator).
+    one wired to the emulator); it must be built with ``allow_local_files=False``.
 
     Example:
         ```python
-        app = create_app(lambda: ds.AsyncDashScope(workspace="ws-123"))
+        app = create_app(lambda: ds.AsyncDashScope(workspace="ws-123", allow_local_files=False))
         ```
     """
 
@@ -98,12 +106,17 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # One client and one runner for the app's whole life: the limits are per account, so
         # they must be kept in one place, not per request.
-        async with (
-            connect() as client,
-            ds.AsyncTaskRunner(client, limits=limits, poll=poll, budget=budget) as runner,
-        ):
-            app.state.runner = runner
-            yield
+        async with connect() as client:
+            if client.allow_local_files:
+                raise RuntimeError(
+                    "the app builds requests from what callers send: give it a client made"
+                    " with allow_local_files=False"
+                )
+            async with ds.AsyncTaskRunner(
+                client, limits=limits, poll=poll, budget=budget
+            ) as runner:
+                app.state.runner = runner
+                yield
         # Leaving the runner cancels jobs still queued; PENDING tasks are cancelled on the service.
 
     app = FastAPI(title="dashscope_async example", lifespan=lifespan)
@@ -111,16 +124,16 @@ def create_app(
     @app.post("/repaint")
     async def repaint(body: RepaintIn, runner: Runner) -> ImagesOut:
         """Repaint one portrait; answers when the image is ready."""
-        image_url = _web_url("image_url", body.image_url)
-        request = _build(lambda: ds.StyleRepaint(image_url, style=body.style))
+        request = _build(lambda: ds.StyleRepaint(body.image_url, style=body.style))
         return await _run(runner, request)
 
     @app.post("/sketch")
     async def sketch(body: SketchIn, runner: Runner) -> ImagesOut:
         """Turn one sketch into images; answers when they are ready."""
-        sketch_url = _web_url("sketch_url", body.sketch_url)
         request = _build(
-            lambda: ds.SketchToImage(sketch_url, prompt=body.prompt, style=body.style, n=body.n)
+            lambda: ds.SketchToImage(
+                body.sketch_url, prompt=body.prompt, style=body.style, n=body.n
+            )
         )
         return await _run(runner, request)
 
@@ -130,13 +143,6 @@ def create_app(
         return {"status": "ok"}
 
     return app
-
-
-def _web_url(field: str, value: str) -> str:
-    # The library also takes local paths and uploads the file: never from a caller's input.
-    if not value.startswith(("https://", "http://")):
-        raise HTTPException(status_code=422, detail=f"{field}: must be an http(s) URL")
-    return value
 
 
 def _build(make: Callable[[], ds.Request]) -> ds.Request:
@@ -179,7 +185,7 @@ async def connect_to_emulator() -> AsyncIterator[ds.AsyncDashScope]:
     """
     from examples._emulated import emulated
 
-    async with emulated() as service:
+    async with emulated(allow_local_files=False) as service:
         emulator = service.emulator
         # A plain print: the served emulator sets uvicorn's own loggers to warnings only.
         print(

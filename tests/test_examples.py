@@ -59,7 +59,7 @@ async def app_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 
 def emulated_app(emulator: Emulator, **options: Any) -> FastAPI:
-    return fastapi_app.create_app(emulator.client, **options)
+    return fastapi_app.create_app(lambda: emulator.client(allow_local_files=False), **options)
 
 
 # --- FastAPI ----------------------------------------------------------------------------------
@@ -102,14 +102,32 @@ async def test_fastapi_bad_input_is_a_422_and_sends_nothing(emulator: Emulator) 
             "/repaint", json={"image_url": emulator.sample_image_url(), "style": "nope"}
         )
         bad_n = await http.post("/sketch", json={"sketch_url": sketch, "prompt": "a tree", "n": 9})
-        # A path would have the server read and upload its own file: refused.
-        server_file = await http.post("/repaint", json={"image_url": "/etc/hostname"})
+        # A path would have the server read and upload its own file: refused, and with the
+        # same answer whether the file exists or not (no probing of the server's disk).
+        answers = [
+            await http.post("/repaint", json={"image_url": path})
+            for path in ("/etc/hostname", "/no/such/file.png", "file:///etc/hostname")
+        ]
     assert bad_style.status_code == 422
     assert "style" in bad_style.json()["detail"]
     assert bad_n.status_code == 422
-    assert server_file.status_code == 422
-    assert server_file.json()["detail"] == "image_url: must be an http(s) URL"
+    assert [answer.status_code for answer in answers] == [422] * 3
+    details = {answer.json()["detail"] for answer in answers}
+    assert len(details) == 1 and "local paths and file:// URLs are refused" in details.pop()
     assert emulator.stats.requests == {}
+
+
+@pytest.mark.anyio
+async def test_fastapi_app_refuses_a_client_that_reads_local_files(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = fastapi_app.create_app(emulator.client)
+    with pytest.raises(RuntimeError, match="allow_local_files=False"):
+        async with app_client(app):
+            pass
+    monkeypatch.setenv("DASHSCOPE_API_KEY", emulator.api_key)
+    async with fastapi_app.untrusted_input_client() as default:
+        assert default.allow_local_files is False
 
 
 @pytest.mark.anyio
@@ -171,13 +189,15 @@ def test_bot_gives_every_user_a_fair_turn_and_progress() -> None:
         sent.append((user, text))
 
     async def scenario() -> None:
-        async with ds.AsyncTaskRunner(emulator.client()) as runner:
+        # Users choose the inputs: the bot's client reads no local file.
+        async with ds.AsyncTaskRunner(emulator.client(allow_local_files=False)) as runner:
             bot = bot_example.Bot(runner, send, in_flight=1)
             serving = asyncio.ensure_future(bot.serve())
             for _ in range(4):
                 await bot.handle("ann", ds.StyleRepaint(portrait, style=ds.RepaintStyle.ANIME))
             await bot.handle("bob", ds.StyleRepaint(portrait, style=ds.RepaintStyle.CLAY_WORLD))
             await bot.handle("cy", ds.StyleRepaint(portrait, style=ds.RepaintStyle.PIXEL_WORLD))
+            await bot.handle("eve", ds.StyleRepaint("/etc/hostname", style="anime"))
             async with asyncio.timeout(600):
                 await bot.drained()
             serving.cancel()
@@ -209,6 +229,10 @@ def test_bot_gives_every_user_a_fair_turn_and_progress() -> None:
         ds.RepaintStyle.PIXEL_WORLD,
     ]
     assert emulator.stats.peak_in_progress[REPAINT] == 1
+    # A path in a message is refused, never read: eve is told, and nothing was sent for her.
+    (refusal,) = [text for user, text in sent if user == "eve" and "will not work" in text]
+    assert "local paths and file:// URLs are refused" in refusal
+    assert len(emulator.tasks) == 6
 
 
 def test_fair_queue_hands_out_round_robin() -> None:
