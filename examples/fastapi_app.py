@@ -45,7 +45,7 @@ REQUEST_DEADLINE = 300.0
 
 
 class RepaintIn(BaseModel):
-    """Repaint a portrait in a preset style (``anime``, ``clay_world``, ... or an index)."""
+    """Repaint a portrait in a preset style (``anime``, ``clay-world``, ... or an index)."""
 
     image_url: str
     style: str = "anime"
