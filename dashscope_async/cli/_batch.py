@@ -197,11 +197,10 @@ class ResumePlan:
 
 
 async def journal_keys(specs: Sequence[JobSpec]) -> list[str]:
-    """Each job's name in the journal (``job_key``); stats local inputs in a worker thread."""
-    return [
-        await anyio.to_thread.run_sync(job_key, spec.request, index, spec.key)
-        for index, spec in enumerate(specs)
-    ]
+    """Each job's name in the journal (``job_key``); stats local inputs in one worker thread."""
+    return await anyio.to_thread.run_sync(
+        lambda: [job_key(spec.request, index, spec.key) for index, spec in enumerate(specs)]
+    )
 
 
 async def plan_resume(
@@ -258,12 +257,20 @@ async def _changed_jobs(
     succeeded: Sequence[JournalEntry],
 ) -> list[ChangedJob]:
     changed: dict[int, ChangedJob] = {}
-    for index, spec in enumerate(specs):
-        entry = entries.get(keys[index])
-        if spec.key is None or entry is None or entry.state is not JobState.SUCCEEDED:
-            continue
-        if await anyio.to_thread.run_sync(fingerprint, spec.request) != entry.fingerprint:
-            changed[index] = ChangedJob(spec, entry)
+    # A key of the user's choosing says nothing of the request: compare fingerprints.
+    keyed = [
+        (index, entry)
+        for index, spec in enumerate(specs)
+        if spec.key is not None
+        and (entry := entries.get(keys[index])) is not None
+        and entry.state is JobState.SUCCEEDED
+    ]
+    prints = await anyio.to_thread.run_sync(
+        lambda: [fingerprint(specs[index].request) for index, _ in keyed]
+    )
+    for (index, entry), now in zip(keyed, prints, strict=True):
+        if now != entry.fingerprint:
+            changed[index] = ChangedJob(specs[index], entry)
     # A job without a key is named by its request and position: a success recorded at a
     # position under another name means the request there changed.
     for entry in succeeded:
