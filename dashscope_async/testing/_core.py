@@ -130,6 +130,7 @@ class Reply:
     content_type: str = JSON
     render: Callable[[], bytes] | None = None
     fault: Fault | None = None
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @attrs.frozen
@@ -275,6 +276,8 @@ class EmulatorCore:
                 return reply
             if fault.kind == "malformed_json":
                 return Reply(200, b'{"output": {"task_id": "', JSON, fault=fault)
+            if fault.kind == "html_200":
+                return Reply(200, b"<html><body><p>OK</p></body></html>", "text/html", fault=fault)
             return attrs.evolve(reply, fault=fault)
 
     def _early_fault(self, fault: Fault, route: Route) -> Reply | None:
@@ -287,10 +290,14 @@ class EmulatorCore:
         if fault.kind == "error":
             request_id = self._new_id()
             if route in ("upload", "result"):
-                return _oss_error(
+                reply = _oss_error(
                     fault.status, fault.code or "InternalError", fault.message or "", request_id
                 )
-            return _wire_reply(ErrorWire(fault.code, fault.message, request_id), fault.status)
+            else:
+                reply = _wire_reply(ErrorWire(fault.code, fault.message, request_id), fault.status)
+            if fault.retry_after is not None:
+                reply = attrs.evolve(reply, headers=(("retry-after", fault.retry_after),))
+            return reply
         return None
 
     def _route_of(self, call: Call) -> Route | None:

@@ -36,6 +36,7 @@ FaultKind = Literal[
     "drop_after",  # processed (a submit created its task), then the connection drops
     "timeout_after",  # processed, then no answer until the client times out
     "malformed_json",  # processed, answered 200 with a body that is not JSON
+    "html_200",  # processed, answered 200 with an HTML page (a gateway's), not the service's JSON
 ]
 
 
@@ -47,7 +48,12 @@ class Fault:
         ```python
         emulator.faults.script("submit", Fault.error(503), times=2)
         emulator.faults.script("submit", Fault.drop_after())  # an ambiguous submit
+        emulator.faults.script("get_task", Fault.throttle(retry_after="86400"))
         ```
+
+    Attributes:
+        retry_after: sent as the error answer's ``Retry-After`` header, verbatim (seconds or an
+            HTTP date), when given.
     """
 
     kind: FaultKind
@@ -55,15 +61,17 @@ class Fault:
     code: str | None = None
     message: str | None = None
     delay: float = 0.0
+    retry_after: str | None = None
 
     @classmethod
-    def throttle(cls) -> Fault:
+    def throttle(cls, *, retry_after: str | None = None) -> Fault:
         """429 ``Throttling.RateQuota``, as the service answers an excess request."""
         return cls(
             "error",
             429,
             "Throttling.RateQuota",
             "Requests rate limit exceeded, please try again later.",
+            retry_after=retry_after,
         )
 
     @classmethod
@@ -77,7 +85,14 @@ class Fault:
         )
 
     @classmethod
-    def error(cls, status: int, code: str | None = None, message: str | None = None) -> Fault:
+    def error(
+        cls,
+        status: int,
+        code: str | None = None,
+        message: str | None = None,
+        *,
+        retry_after: str | None = None,
+    ) -> Fault:
         """Any status with an error JSON (502, 503 ``ServiceUnavailable``, 504, ...)."""
         defaults = {
             502: ("BadGateway", "Bad gateway."),
@@ -86,7 +101,13 @@ class Fault:
             429: ("Throttling.RateQuota", "Requests rate limit exceeded, please try again later."),
         }
         default_code, default_message = defaults.get(status, ("InternalError", "Internal error."))
-        return cls("error", status, code or default_code, message or default_message)
+        return cls(
+            "error",
+            status,
+            code or default_code,
+            message or default_message,
+            retry_after=retry_after,
+        )
 
     @classmethod
     def bare_500(cls) -> Fault:
@@ -117,6 +138,11 @@ class Fault:
     def malformed_json(cls) -> Fault:
         """Processed, then answered 200 with a body that is not JSON."""
         return cls("malformed_json", 200)
+
+    @classmethod
+    def html_200(cls) -> Fault:
+        """Processed, then answered 200 with an HTML page, as a gateway in front may answer."""
+        return cls("html_200", 200)
 
 
 TASK_FAILURE_MESSAGES: Final = {

@@ -66,5 +66,8 @@ def to_httpx_response(reply: Reply, content: bytes, request: httpx.Request) -> h
     if request.method == "HEAD":
         content = b""
     return httpx.Response(
-        reply.status, headers={"content-type": reply.content_type}, content=content, request=request
+        reply.status,
+        headers=[("content-type", reply.content_type), *reply.headers],
+        content=content,
+        request=request,
     )
