@@ -197,7 +197,11 @@ class FakeClient:
             )
         return TaskInfo(**common)  # type: ignore[arg-type]
 
-    async def cancel_task(self, task_id: str) -> None:
+    async def cancel_task(
+        self, task_id: str, *, meter: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
+        if meter is not None:
+            await meter()
         self.cancels.append(task_id)
         task = self.tasks[task_id]
         if task.status(self.clock.now()) is not TaskStatus.PENDING:

@@ -25,14 +25,11 @@ from .._budget import BudgetLedger
 from .._client import result_or_raise
 from .._errors import (
     AmbiguousSubmitError,
-    APIConnectionError,
     BadRequestError,
     BudgetExceededError,
     DashScopeError,
     JobCanceledError,
     RateLimitError,
-    ResponseValidationError,
-    ServerError,
     TaskTimeoutError,
 )
 from .._events import EventHub, EventKind, RunnerEvent
@@ -42,6 +39,7 @@ from .._journal import JournalEntry
 from .._limits import Limiter, SlotLease
 from .._logging import get_logger
 from .._models import Task, TaskInfo, TaskResult, TaskStatus
+from .._poll_loop import TaskPoll, poll_until_done
 from .._polling import PollPlanner, PollPolicy
 from .._submits import SubmitTicket
 from ._jobs import JobState, JobStatus, Turnstile
@@ -55,13 +53,6 @@ logger = get_logger("runner")
 
 #: How long cleanup (a server-side cancel) may take once a job is being cancelled.
 CLEANUP_SECONDS: Final = 10.0
-
-_RETRYABLE_POLL_ERRORS: Final = (
-    RateLimitError,
-    ServerError,
-    APIConnectionError,
-    ResponseValidationError,
-)
 
 
 @attrs.define
@@ -293,67 +284,24 @@ class JobPipeline:
         logger.debug("job %d has task %s", state.index, task.task_id)
 
     async def poll(self, state: JobState, task: Task) -> TaskInfo:
-        """Poll the task to a terminal state, inside the poll budget and the job's deadline."""
-        clock = self.service.clock
-        model = state.model
+        """Poll the task to a terminal state: the poll loop ``client.wait()`` runs too, inside
+        the poll budget and the job's deadline."""
         assert state.submitted_at is not None
-        submitted_at = state.submitted_at
         deadline = self.poll_policy.deadline
-        running_since: float | None = None
-        seen_pending = False
-        status = task.status
-        errors = 0
-        delay: float | None = None
-        while True:
-            now = clock.now()
-            if delay is None:
-                since_running: float | None
-                if running_since is not None:
-                    since_running = now - running_since
-                elif not seen_pending:
-                    # Submitted into a free slot, a task starts at once.
-                    since_running = now - submitted_at
-                else:
-                    since_running = None
-                delay = self.planner.next_delay(
-                    model,
-                    since_submit=now - submitted_at,
-                    since_running=since_running,
-                    status=status,
-                    polls_so_far=state.polls,
-                )
-            if deadline is not None:
-                remaining = submitted_at + deadline - now
-                if remaining <= 0:
-                    await self._give_up(state, status, deadline)
-                delay = min(delay, remaining)
-            await clock.sleep(delay)
-            delay = None
-            await self.limiter.poll_turn()
-            try:
-                # One attempt per poll turn: retries are the planner's, inside the poll budget.
-                info = await self.service.get_task(task.task_id, retry=False)
-            except _RETRYABLE_POLL_ERRORS as exc:
-                errors += 1
-                delay = self.planner.after_error(errors, getattr(exc, "retry_after", None))
-                self._emit(EventKind.RETRIED, state, delay=delay, error=str(exc))
-                continue
-            errors = 0
-            state.polls += 1
-            status = info.status
-            if status is TaskStatus.PENDING:
-                seen_pending = True
-                state.status = JobStatus.PENDING
-            elif status is TaskStatus.RUNNING and running_since is None:
-                # Never seen PENDING: it started when it was submitted, into a free slot.
-                running_since = clock.now() if seen_pending else submitted_at
-                state.status = JobStatus.RUNNING
-                self._emit(EventKind.RUNNING, state)
-            if status.is_terminal:
-                run_seconds = info.run_seconds
-                if run_seconds is not None and status is TaskStatus.SUCCEEDED:
-                    self.planner.stats.observe(model, run_seconds)
-                return info
+        try:
+            return await poll_until_done(
+                TaskPoll(task.task_id, state.model, task.status, submitted_at=state.submitted_at),
+                service=self.service,
+                planner=self.planner,
+                clock=self.service.clock,
+                deadline=None if deadline is None else state.submitted_at + deadline,
+                meter=self.limiter.poll_turn,
+                observer=_JobPollObserver(self, state),
+            )
+        except TaskTimeoutError as exc:
+            assert deadline is not None
+            await self._give_up(state, exc.status, deadline)
+            raise
 
     async def save(self, state: JobState, result: TaskResult) -> tuple[Path, ...]:
         """Save the result's images under ``download_dir``, if one was given."""
@@ -383,9 +331,9 @@ class JobPipeline:
         """Ask the service to cancel the job's task; True if it was cancelled (it was PENDING)."""
         assert state.task_id is not None
         with anyio.move_on_after(CLEANUP_SECONDS, shield=True):
-            await self.limiter.poll_turn()
             try:
-                await self.service.cancel_task(state.task_id)
+                # Every attempt, retries included, takes its own turn in the poll budget.
+                await self.service.cancel_task(state.task_id, meter=self.limiter.poll_turn)
             except BadRequestError:
                 return False  # UnsupportedOperation: it had already left PENDING
             except DashScopeError as exc:
@@ -417,6 +365,25 @@ class JobPipeline:
             " still finish and be billed",
             task_id=state.task_id,
         )
+
+
+@attrs.frozen
+class _JobPollObserver:
+    """Turns what the poll loop sees into the job's status, poll count and events."""
+
+    pipeline: JobPipeline
+    state: JobState
+
+    def answered(self, poll: TaskPoll, info: TaskInfo, *, started_running: bool) -> None:
+        self.state.polls = poll.polls
+        if info.status is TaskStatus.PENDING:
+            self.state.status = JobStatus.PENDING
+        elif started_running:
+            self.state.status = JobStatus.RUNNING
+            self.pipeline._emit(EventKind.RUNNING, self.state)
+
+    def failed(self, poll: TaskPoll, error: DashScopeError, delay: float) -> None:
+        self.pipeline._emit(EventKind.RETRIED, self.state, delay=delay, error=str(error))
 
 
 class _Slot:

@@ -60,8 +60,10 @@ class TaskService(Protocol):
         """One poll."""
         ...
 
-    async def cancel_task(self, task_id: str) -> None:
-        """Cancel a PENDING task."""
+    async def cancel_task(
+        self, task_id: str, *, meter: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
+        """Cancel a PENDING task; ``meter`` is awaited before every attempt (the poll budget)."""
         ...
 
     def list_tasks(

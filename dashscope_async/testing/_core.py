@@ -132,7 +132,7 @@ class Reply:
     content_type: str = JSON
     render: Callable[[], bytes] | None = None
     fault: Fault | None = None
-    headers: Mapping[str, str] = attrs.field(factory=dict)
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @attrs.frozen
@@ -297,6 +297,8 @@ class EmulatorCore:
                 return reply
             if fault.kind == "malformed_json":
                 return Reply(200, b'{"output": {"task_id": "', JSON, fault=fault)
+            if fault.kind == "html_200":
+                return Reply(200, b"<html><body><p>OK</p></body></html>", "text/html", fault=fault)
             return attrs.evolve(reply, fault=fault)
 
     def _early_fault(self, fault: Fault, route: Route) -> Reply | None:
@@ -311,12 +313,13 @@ class EmulatorCore:
         if fault.kind == "error":
             request_id = self._new_id()
             if route in ("upload", "result"):
-                return _oss_error(
+                reply = _oss_error(
                     fault.status, fault.code or "InternalError", fault.message or "", request_id
                 )
-            reply = _wire_reply(ErrorWire(fault.code, fault.message, request_id), fault.status)
+            else:
+                reply = _wire_reply(ErrorWire(fault.code, fault.message, request_id), fault.status)
             if fault.retry_after is not None:
-                reply = attrs.evolve(reply, headers={"retry-after": f"{fault.retry_after:g}"})
+                reply = attrs.evolve(reply, headers=(("retry-after", fault.retry_after),))
             return reply
         return None
 

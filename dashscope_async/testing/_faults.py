@@ -38,6 +38,7 @@ FaultKind = Literal[
     "malformed_json",  # processed, answered 200 with a body that is not JSON
     "late",  # held: the client times out first, the request is processed (a task made) later
     "redirect_loop",  # a result URL that redirects to itself, for ever
+    "html_200",  # processed, answered 200 with an HTML page (a gateway's), not the service's JSON
 ]
 
 
@@ -49,7 +50,12 @@ class Fault:
         ```python
         emulator.faults.script("submit", Fault.error(503), times=2)
         emulator.faults.script("submit", Fault.drop_after())  # an ambiguous submit
+        emulator.faults.script("get_task", Fault.throttle(retry_after="86400"))
         ```
+
+    Attributes:
+        retry_after: sent as the error answer's ``Retry-After`` header, verbatim (seconds or an
+            HTTP date), when given.
     """
 
     kind: FaultKind
@@ -57,15 +63,13 @@ class Fault:
     code: str | None = None
     message: str | None = None
     delay: float = 0.0
-    #: The ``Retry-After`` header (seconds) an error answer carries, if any.
-    retry_after: float | None = None
+    retry_after: str | None = None
     #: For ``late``: seconds after the request arrived that the service processes it.
     process_after: float = 0.0
 
     @classmethod
-    def throttle(cls, *, retry_after: float | None = None) -> Fault:
-        """429 ``Throttling.RateQuota``, as the service answers an excess request (optionally
-        with a ``Retry-After`` header, however large)."""
+    def throttle(cls, *, retry_after: str | None = None) -> Fault:
+        """429 ``Throttling.RateQuota``, as the service answers an excess request."""
         return cls(
             "error",
             429,
@@ -91,7 +95,7 @@ class Fault:
         code: str | None = None,
         message: str | None = None,
         *,
-        retry_after: float | None = None,
+        retry_after: str | None = None,
     ) -> Fault:
         """Any status with an error JSON (408, 502, 503 ``ServiceUnavailable``, 504, ...)."""
         defaults = {
@@ -153,6 +157,11 @@ class Fault:
     def redirect_loop(cls) -> Fault:
         """A result host answer that redirects to itself (``302``, the same URL), for ever."""
         return cls("redirect_loop", 302)
+
+    @classmethod
+    def html_200(cls) -> Fault:
+        """Processed, then answered 200 with an HTML page, as a gateway in front may answer."""
+        return cls("html_200", 200)
 
 
 TASK_FAILURE_MESSAGES: Final = {
