@@ -16,6 +16,7 @@ fetch upload policies itself (the client does, with credentials, through ``fetch
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import math
 import os
@@ -620,8 +621,12 @@ async def _stream_to(http: httpx.AsyncClient, url: str, part: Path, *, wall: dat
             raise error
         received = 0
         try:
-            async with await anyio.open_file(part, "wb") as file:
-                async for chunk in response.aiter_bytes(DOWNLOAD_CHUNK_BYTES):
+            # aclosing: a download cancelled mid-body closes its stream now, not at collection.
+            async with (
+                await anyio.open_file(part, "wb") as file,
+                contextlib.aclosing(response.aiter_bytes(DOWNLOAD_CHUNK_BYTES)) as chunks,
+            ):
+                async for chunk in chunks:
                     await file.write(chunk)
                     received += len(chunk)
         except httpx.TransportError as exc:

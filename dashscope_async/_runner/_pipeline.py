@@ -25,6 +25,7 @@ from .._budget import BudgetLedger
 from .._client import result_or_raise
 from .._errors import (
     AmbiguousSubmitError,
+    APIConnectionError,
     BadRequestError,
     BudgetExceededError,
     DashScopeError,
@@ -53,6 +54,10 @@ logger = get_logger("runner")
 
 #: How long cleanup (a server-side cancel) may take once a job is being cancelled.
 CLEANUP_SECONDS: Final = 10.0
+#: Submits of one job that may be lost before the service saw them (each proven so by the task
+#: list) before the job gives up: a network that loses every submit should end the job, not
+#: resend it for ever.
+MAX_LOST_SUBMITS: Final = 3
 
 
 @attrs.define
@@ -215,6 +220,7 @@ class JobPipeline:
         """Send the submit at the model's pace; settle a lost answer by the reconcile rules."""
         model = state.model
         record = self.limiter.submits
+        lost = 0
         while True:
             await self.limiter.submit_turn(model)
             # A job cancelled while it waited (its batch was dropped) sends nothing.
@@ -239,6 +245,12 @@ class JobPipeline:
             except AmbiguousSubmitError as exc:
                 adopted = await self._reconcile(state, ticket, exc.sent_at)
                 if adopted is None:
+                    lost += 1
+                    if lost >= MAX_LOST_SUBMITS:
+                        raise APIConnectionError(
+                            f"job {state.index}: {lost} submits in a row were lost before the"
+                            " service saw them (the task list proves none made a task); giving up"
+                        ) from exc
                     state.status = JobStatus.QUEUED
                     continue
                 task = adopted
