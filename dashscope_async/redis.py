@@ -182,6 +182,10 @@ _OUTAGE_BACKOFF: Final = 0.1
 _OUTAGE_BACKOFF_MAX: Final = 2.0
 #: While Redis is down, a poll turn asks it again at most this often (else it goes locally).
 _OUTAGE_PROBE_INTERVAL: Final = 1.0
+#: A poll turn waits this long at most for one answer from Redis (less while it is known to be
+#: down): a hung Redis must not stall the polls of running tasks, which go on locally instead.
+_POLL_ATTEMPT_TIMEOUT: Final = 1.0
+_OUTAGE_PROBE_TIMEOUT: Final = 0.25
 
 
 @attrs.define(eq=False)
@@ -442,13 +446,19 @@ class RedisLimiter:
         if self._poll_queue is None:
             self._poll_queue = anyio.Lock()
         async with self._poll_queue:
-            now = anyio.current_time()
-            if self._outage_since is None or now - self._last_probe >= _OUTAGE_PROBE_INTERVAL:
-                self._last_probe = now
+            in_outage = self._outage_since is not None
+            if not in_outage or anyio.current_time() - self._last_probe >= _OUTAGE_PROBE_INTERVAL:
                 try:
-                    await self._paced([self._poll_key], interval_us, patient=False)
+                    await self._paced(
+                        [self._poll_key],
+                        interval_us,
+                        patient=False,
+                        attempt_timeout=_OUTAGE_PROBE_TIMEOUT
+                        if in_outage
+                        else _POLL_ATTEMPT_TIMEOUT,
+                    )
                 except LimiterUnavailableError:
-                    pass
+                    self._last_probe = anyio.current_time()
                 else:
                     return
             await self._local_poll_turn()
@@ -468,12 +478,28 @@ class RedisLimiter:
     # -- internals ----------------------------------------------------------------------------
 
     async def _call(
-        self, script: Any, keys: list[str], args: list[Any], *, patient: bool = True
+        self,
+        script: Any,
+        keys: list[str],
+        args: list[Any],
+        *,
+        patient: bool = True,
+        attempt_timeout: float | None = None,
     ) -> int:
-        return int(await self._with_retries(lambda: script(keys=keys, args=args), patient=patient))
+        return int(
+            await self._with_retries(
+                lambda: script(keys=keys, args=args),
+                patient=patient,
+                attempt_timeout=attempt_timeout,
+            )
+        )
 
     async def _with_retries(
-        self, operation: Callable[[], Awaitable[T]], *, patient: bool = True
+        self,
+        operation: Callable[[], Awaitable[T]],
+        *,
+        patient: bool = True,
+        attempt_timeout: float | None = None,
     ) -> T:
         """Run one Redis call, retrying it through an outage of up to ``outage_grace`` seconds.
 
@@ -481,13 +507,15 @@ class RedisLimiter:
         Redis has been gone that long every call fails at its first attempt (callers queued
         behind each other do not wait a grace each), and succeeds again as soon as Redis is
         back. ``patient=False`` makes one attempt (the heartbeat and poll turns have their own
-        fallbacks). Every failure is raised as ``LimiterUnavailableError``.
+        fallbacks); ``attempt_timeout`` counts an attempt unanswered that long as failed. Every
+        failure is raised as ``LimiterUnavailableError``.
         """
         retries_taken = 0
         while True:
             try:
-                result = await operation()
-            except (RedisError, OSError) as exc:
+                with anyio.fail_after(math.inf if attempt_timeout is None else attempt_timeout):
+                    result = await operation()
+            except (RedisError, OSError) as exc:  # TimeoutError is an OSError
                 now = anyio.current_time()
                 if self._outage_since is None:
                     self._outage_since = now
@@ -527,10 +555,19 @@ class RedisLimiter:
             "nothing was submitted"
         )
 
-    async def _paced(self, keys: list[str], interval_us: int, *, patient: bool = True) -> None:
+    async def _paced(
+        self,
+        keys: list[str],
+        interval_us: int,
+        *,
+        patient: bool = True,
+        attempt_timeout: float | None = None,
+    ) -> None:
         # Sleep exactly as long as Redis says, then ask again: another worker may win the turn.
         while True:
-            wait_ms = await self._call(self._pace, keys, [interval_us], patient=patient)
+            wait_ms = await self._call(
+                self._pace, keys, [interval_us], patient=patient, attempt_timeout=attempt_timeout
+            )
             if not wait_ms:
                 return
             await anyio.sleep(wait_ms / 1000)

@@ -406,6 +406,26 @@ async def test_poll_turns_go_on_under_a_local_budget_while_redis_is_down() -> No
     assert elapsed >= 0.45
 
 
+async def test_poll_turns_go_on_while_redis_hangs() -> None:
+    with redis_server() as own_server:
+        async with workers(own_server, 1, outage_grace=30.0, outage_poll_rate=10.0) as (limiter,):
+            await limiter.poll_turn()
+            own_server.freeze()  # connections stay open; nothing answers
+            try:
+                start = time.monotonic()
+                with anyio.fail_after(30):
+                    for _ in range(20):
+                        await limiter.poll_turn()
+                hung = time.monotonic() - start
+            finally:
+                own_server.thaw()
+            # Each probe of Redis waits a second at most, about once a second; the turns go on
+            # locally at 10/s meanwhile (20 turns: 2 s), where a socket timeout is 5 s a try.
+            assert hung < 12.0
+            with anyio.fail_after(10):
+                await limiter.submit_turn(MODEL)  # Redis answers again: the outage is over
+
+
 async def test_a_retried_acquire_finds_its_own_lease(server: RedisServer) -> None:
     async with workers(server, 1) as (limiter,):
         key = limiter._model_key(MODEL, "slots")
