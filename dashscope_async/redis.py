@@ -381,15 +381,22 @@ class RedisLimiter:
         _require_asyncio("slot")
         lease = RedisSlotLease(model=model, token=secrets.token_hex(16))
         await self._take_slot(lease)
+        error: Exception | None = None
         try:
             async with anyio.create_task_group() as heartbeat_group:
                 heartbeat_group.start_soon(self._keep_alive, lease)
                 try:
                     yield lease
+                except Exception as exc:
+                    # Raised below, outside the task group: the holder's own error (a failed
+                    # task, a lost submit) must reach it as itself, not as an ExceptionGroup.
+                    error = exc
                 finally:
                     heartbeat_group.cancel_scope.cancel()
         finally:
             await self._give_back(lease)
+        if error is not None:
+            raise error
 
     async def submit_turn(self, model: str) -> None:
         """Wait until a submission for ``model`` may go now (cool-down, then GCRA spacing).
@@ -696,19 +703,26 @@ class RedisSubmitRecord:
         others_from: datetime,
         others_until: datetime,
     ) -> Screening:
-        answer = await self._limiter._with_retries(
-            lambda: self._screen(
-                keys=self._keys(ticket.model),
-                args=[
-                    ticket.token,
-                    _ms(others_from),
-                    _ms(others_until),
-                    _ms(datetime.now(UTC)),
-                    _MEMORY_MS,
-                    *candidates,
-                ],
+        try:
+            answer = await self._limiter._with_retries(
+                lambda: self._screen(
+                    keys=self._keys(ticket.model),
+                    args=[
+                        ticket.token,
+                        _ms(others_from),
+                        _ms(others_until),
+                        _ms(datetime.now(UTC)),
+                        _MEMORY_MS,
+                        *candidates,
+                    ],
+                )
             )
-        )
+        except LimiterUnavailableError as exc:
+            # Without the record nothing can be proven ours: every candidate stays a candidate
+            # and another unanswered submit cannot be ruled out, so none is adopted (a lost
+            # submit ends ambiguous, unless the list itself shows no task at all).
+            logger.warning("could not screen a lost %s submit's candidates: %s", ticket.model, exc)
+            return Screening(unknown=tuple(candidates), others_unanswered=1)
         others, *unknown = answer
         return Screening(
             unknown=tuple(

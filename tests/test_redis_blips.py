@@ -17,7 +17,7 @@ import pytest
 
 import dashscope_async as ds
 from dashscope_async.redis import RedisLimiter
-from dashscope_async.testing import Emulator, EmulatorConfig
+from dashscope_async.testing import Emulator, EmulatorConfig, Fault
 from tests.redis_server import RedisServer, redis_server
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
@@ -133,3 +133,27 @@ async def test_redis_gone_for_good_ends_unsubmitted_jobs_and_collects_running_ta
     assert tasks_per_input(emulator) == [1] * len(succeeded)
     # The queued jobs fail after the one grace, not a grace each.
     assert elapsed < 2.0 * JOBS
+
+
+async def test_a_lost_submit_with_redis_gone_ends_ambiguous_never_adopted_or_doubled() -> None:
+    emulator = quick_emulator()
+    # The first submit creates its task, but its answer is lost.
+    emulator.faults.script("submit", Fault.drop_after())
+    with redis_server() as server:
+        limiter = limiter_for(server, outage_grace=0.5)
+        with anyio.fail_after(60):
+            async with (
+                limiter,
+                emulator.client() as client,
+                ds.AsyncTaskRunner(
+                    client, limiter=limiter, reconcile_grace=1.0, reconcile_timeout=2.0
+                ) as runner,
+            ):
+                handle = runner.submit(jobs(emulator)[0])
+                await stop_after_submits(emulator, server, 1)
+                outcome = await handle.wait()
+    # Without the shared record nothing can be proven ours: reported, never adopted by guess,
+    # and never submitted again.
+    assert isinstance(outcome.error, ds.AmbiguousSubmitError)
+    assert emulator.stats.submissions[REPAINT] == 1
+    assert tasks_per_input(emulator) == [1]

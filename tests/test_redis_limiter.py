@@ -444,3 +444,14 @@ async def test_trio_gets_a_clear_error() -> None:
     with pytest.raises(RuntimeError, match="asyncio"):
         async with limiter.slot(MODEL):
             pass
+
+
+async def test_an_error_inside_a_slot_reaches_its_holder_as_itself(server: RedisServer) -> None:
+    # The slot's heartbeat runs in a task group; the holder's error must not come out of it
+    # wrapped in an ExceptionGroup (a job's typed outcome depends on it).
+    async with workers(server, 1) as (limiter,):
+        with pytest.raises(ds.TaskTimeoutError):
+            async with limiter.slot(MODEL):
+                raise ds.TaskTimeoutError("late", task_id="t", status=ds.TaskStatus.RUNNING)
+        async with limiter.slot(MODEL):  # and the slot was given back
+            pass
