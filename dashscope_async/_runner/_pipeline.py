@@ -284,11 +284,8 @@ class JobPipeline:
         logger.debug("job %d has task %s", state.index, task.task_id)
 
     async def poll(self, state: JobState, task: Task) -> TaskInfo:
-        """Poll the task to a terminal state, inside the poll budget and the job's deadline.
-
-        The poll loop is the one ``client.wait()`` runs: one request per budget turn, what is
-        transient and how long to back off decided by the retry policy.
-        """
+        """Poll the task to a terminal state: the poll loop ``client.wait()`` runs too, inside
+        the poll budget and the job's deadline."""
         assert state.submitted_at is not None
         deadline = self.poll_policy.deadline
         try:
