@@ -54,8 +54,8 @@ class Fault:
         ```
 
     Attributes:
-        retry_after: sent as the error answer's ``Retry-After`` header, when given: seconds
-            (``86400``), or a string sent verbatim (an HTTP date, junk).
+        retry_after: sent as the error answer's ``Retry-After`` header, verbatim (seconds or an
+            HTTP date), when given.
     """
 
     kind: FaultKind
