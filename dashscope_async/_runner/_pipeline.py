@@ -3,10 +3,10 @@ settle -> save.
 
 Owns the order of the stages and the small decisions between them; each stage calls its owner:
 the journal (``_journaling``), the budget (``BudgetLedger``), the limiter's slots, pacing and
-submit record (``_limits``, ``_submits``), reconciliation (``_reconcile``), the poll planner
-(``_polling``) and the files (``_files``). ``JobPipeline.run`` reads as the list above. It never
-decides what a job's outcome is (``_lifecycle`` turns whatever ``run`` returns or raises into
-one) and never holds a task group.
+submit record (``_limits``, ``_submits``), reconciliation (``_reconcile``), the shared poll loop
+(``_poll_loop``, with the planner of ``_polling``) and the files (``_files``).
+``JobPipeline.run`` reads as the list above. It never decides what a job's outcome is
+(``_lifecycle`` turns whatever ``run`` returns or raises into one) and never holds a task group.
 """
 
 from __future__ import annotations
