@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
@@ -23,6 +24,7 @@ import redis.asyncio as aioredis
 import dashscope_async as ds
 from dashscope_async._limits import Limiter, Limits, ModelLimits
 from dashscope_async.redis import LimiterUnavailableError, RedisLimiter
+from dashscope_async.testing import Emulator, EmulatorConfig, Fault
 from tests.redis_server import RedisServer, free_port, redis_server
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
@@ -455,3 +457,52 @@ async def test_an_error_inside_a_slot_reaches_its_holder_as_itself(server: Redis
                 raise ds.TaskTimeoutError("late", task_id="t", status=ds.TaskStatus.RUNNING)
         async with limiter.slot(MODEL):  # and the slot was given back
             pass
+
+
+# --- the submit record: adopt only what can only be ours, across workers ---------------------
+
+
+async def test_the_submit_record_is_shared_and_each_answer_is_atomic(server: RedisServer) -> None:
+    async with workers(server, 2) as (one, other):
+        now = datetime.now(UTC)
+        theirs = await one.submits.sent(MODEL, now)
+        ours = await other.submits.sent(MODEL, now)
+        window = {
+            "others_from": now - timedelta(minutes=1),
+            "others_until": now + timedelta(minutes=1),
+        }
+        # Another worker's submit is still unanswered: the task may be its.
+        screening = await other.submits.screen(ours, ["task-1"], **window)
+        assert screening.unknown == ("task-1",) and screening.others_unanswered == 1
+        await one.submits.answered(theirs, "task-1")
+        screening = await other.submits.screen(ours, ["task-1", "task-2"], **window)
+        assert screening.unknown == ("task-2",) and screening.others_unanswered == 0
+        # Another model's record is apart; tasks earlier runs recorded are known.
+        await one.submits.remember(MODEL, ["task-2"])
+        screening = await other.submits.screen(ours, ["task-2"], **window)
+        assert screening.unknown == ()
+
+
+async def test_a_worker_never_adopts_another_workers_late_answered_task(
+    server: RedisServer,
+) -> None:
+    config = EmulatorConfig(seed=3, render_results=False, time_scale=0.02)
+    emulator = Emulator(config.with_model(MODEL, max_in_progress=2))
+    emulator.faults.script("submit", Fault.slow(1.5))  # made at once, answered late
+    emulator.faults.script("submit", Fault.drop_before())  # lost before the service saw it
+    limits = fast_limits(max_in_progress=2)
+    url = emulator.sample_image_url("portrait")
+    async with emulator.client() as client, workers(server, 2, limits=limits) as (one, other):
+        async with (
+            ds.AsyncTaskRunner(client, limiter=one, reconcile_grace=2.0) as first,
+            ds.AsyncTaskRunner(client, limiter=other, reconcile_grace=2.0) as second,
+        ):
+            a = first.submit(ds.StyleRepaint(f"{url}?job=a", style=1))
+            await anyio.sleep(0.2)
+            b = second.submit(ds.StyleRepaint(f"{url}?job=b", style=1))
+            outcomes = {"a": await a.wait(), "b": await b.wait()}
+    for name, outcome in outcomes.items():
+        assert outcome.ok, outcome.error
+        assert outcome.task_id is not None
+        assert emulator.input_of(outcome.task_id)["image_url"] == f"{url}?job={name}"
+    assert len(emulator.tasks) == 2
