@@ -222,13 +222,20 @@ class JobPipeline:
         record = self.limiter.submits
         lost = 0
         while True:
-            await self.limiter.submit_turn(model)
-            # A job cancelled while it waited (its batch was dropped) sends nothing.
-            await anyio.lowlevel.checkpoint_if_cancelled()
-            state.status = JobStatus.SUBMITTING
+            # Written before the turn is taken, so nothing (a journal write, a Redis round trip)
+            # stands between the turn and the send: the pacing the limiter granted is the pacing
+            # the service sees. A ticket dated a little early only widens the window searched.
             sent_at = self.service.clock.wall()
             await self.journal.intent(state, sent_at)
             ticket = await record.sent(model, sent_at)
+            try:
+                await self.limiter.submit_turn(model)
+                # A job cancelled while it waited (its batch was dropped) sends nothing.
+                await anyio.lowlevel.checkpoint_if_cancelled()
+            except BaseException:
+                await self._no_task(ticket, state)
+                raise
+            state.status = JobStatus.SUBMITTING
             try:
                 # Once sent, a submit must finish: only its answer tells whether a task exists.
                 with anyio.CancelScope(shield=True):
