@@ -19,7 +19,7 @@ import math
 from collections import deque
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Final
 
 import attrs
 
@@ -27,6 +27,7 @@ from ._config import MODELS
 from ._errors import ValidationError
 from ._models import TaskStatus
 from ._retry import backoff_delay
+from ._validators import non_negative, positive
 
 __all__ = ["PollPlanner", "PollPolicy", "RunTimeEstimate", "RunTimeStats"]
 
@@ -37,24 +38,6 @@ WINDOW_Z: Final = 2.0
 REFERENCE_LOG_SIGMA: Final = 0.05
 #: Run time assumed for a model the registry does not know (only a prior: one run replaces it).
 UNKNOWN_MODEL_RUN_SECONDS: Final = 15.0
-
-
-def _non_negative(field: str) -> Any:
-    def check(_instance: object, _attribute: attrs.Attribute[Any], value: float | None) -> None:
-        if value is None and field in {"first_poll", "deadline"}:
-            return
-        if not (isinstance(value, int | float) and value >= 0 and not math.isnan(value)):
-            raise ValidationError(field, f"must be a number of at least 0, not {value!r}")
-
-    return check
-
-
-def _positive(field: str) -> Any:
-    def check(_instance: object, _attribute: attrs.Attribute[Any], value: float) -> None:
-        if not (isinstance(value, int | float) and value > 0 and not math.isnan(value)):
-            raise ValidationError(field, f"must be a number greater than 0, not {value!r}")
-
-    return check
 
 
 def _checked_priors(value: Mapping[str, float]) -> dict[str, float]:
@@ -103,15 +86,19 @@ class PollPolicy:
         ```
     """
 
-    first_poll: float | None = attrs.field(default=None, validator=_non_negative("first_poll"))
-    min_interval: float = attrs.field(default=0.1, validator=_positive("min_interval"))
-    max_interval: float = attrs.field(default=5.0, validator=_positive("max_interval"))
-    deadline: float | None = attrs.field(default=None, validator=_non_negative("deadline"))
-    end_spacing: float = attrs.field(default=0.015, validator=_positive("end_spacing"))
-    cold_growth: float = attrs.field(default=0.2, validator=_positive("cold_growth"))
-    overrun_growth: float = attrs.field(default=0.1, validator=_positive("overrun_growth"))
-    error_backoff: float = attrs.field(default=0.5, validator=_positive("error_backoff"))
-    error_backoff_max: float = attrs.field(default=8.0, validator=_positive("error_backoff_max"))
+    first_poll: float | None = attrs.field(
+        default=None, validator=non_negative("first_poll", optional=True)
+    )
+    min_interval: float = attrs.field(default=0.1, validator=positive("min_interval"))
+    max_interval: float = attrs.field(default=5.0, validator=positive("max_interval"))
+    deadline: float | None = attrs.field(
+        default=None, validator=non_negative("deadline", optional=True)
+    )
+    end_spacing: float = attrs.field(default=0.015, validator=positive("end_spacing"))
+    cold_growth: float = attrs.field(default=0.2, validator=positive("cold_growth"))
+    overrun_growth: float = attrs.field(default=0.1, validator=positive("overrun_growth"))
+    error_backoff: float = attrs.field(default=0.5, validator=positive("error_backoff"))
+    error_backoff_max: float = attrs.field(default=8.0, validator=positive("error_backoff_max"))
     run_time_priors: Mapping[str, float] = attrs.field(
         factory=dict,
         converter=_frozen_priors,
