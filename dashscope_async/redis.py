@@ -657,8 +657,11 @@ class RedisSubmitRecord:
         redis = self._limiter._redis
 
         async def write() -> None:
-            await redis.zadd(key, {ticket.token: _ms(sent_at)})
-            await redis.pexpire(key, _MEMORY_MS)
+            # One round trip: this stands between the submit turn and the send.
+            async with redis.pipeline(transaction=True) as pipe:
+                pipe.zadd(key, {ticket.token: _ms(sent_at)})
+                pipe.pexpire(key, _MEMORY_MS)
+                await pipe.execute()
 
         # Raised (after the outage grace) before the submit is sent: nothing goes unrecorded.
         await self._limiter._with_retries(write)

@@ -223,19 +223,14 @@ class JobPipeline:
         record = self.limiter.submits
         lost = 0
         while True:
-            # Written before the turn is taken, so nothing (a journal write, a Redis round trip)
-            # stands between the turn and the send: the pacing the limiter granted is the pacing
-            # the service sees. A ticket dated a little early only widens the window searched.
+            await self.limiter.submit_turn(model)
+            # A job cancelled while it waited (its batch was dropped) sends nothing.
+            await anyio.lowlevel.checkpoint_if_cancelled()
+            # Written after the turn, just before the send: a ticket is unanswered only while
+            # its submit may really be on its way (one round trip to a shared record).
             sent_at = self.service.clock.wall()
             await self.journal.intent(state, sent_at)
             ticket = await record.sent(model, sent_at)
-            try:
-                await self.limiter.submit_turn(model)
-                # A job cancelled while it waited (its batch was dropped) sends nothing.
-                await anyio.lowlevel.checkpoint_if_cancelled()
-            except BaseException:
-                await self._no_task(ticket, state)
-                raise
             state.status = JobStatus.SUBMITTING
             try:
                 # Once sent, a submit must finish: only its answer tells whether a task exists.
