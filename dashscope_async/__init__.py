@@ -30,6 +30,7 @@ from ._errors import (
     DownloadTimeoutError,
     DownloadTooLargeError,
     JobCanceledError,
+    JobError,
     JournalError,
     JournalInUseError,
     JournalVersionError,
@@ -72,7 +73,7 @@ from ._models import (
     Usage,
 )
 from ._polling import PollPlanner, PollPolicy, RunTimeStats
-from ._runner import AsyncTaskRunner, Batch, Job, JobHandle, JobStatus, Outcome
+from ._runner import AsyncTaskRunner, Batch, Job, JobHandle, JobStatus, Outcome, TaskService
 from ._version import __version__
 
 __all__ = [
@@ -106,6 +107,7 @@ __all__ = [
     "ImageRules",
     "Job",
     "JobCanceledError",
+    "JobError",
     "JobHandle",
     "JobState",
     "JobStatus",
@@ -150,6 +152,7 @@ __all__ = [
     "TaskMetrics",
     "TaskNotFoundError",
     "TaskResult",
+    "TaskService",
     "TaskStatus",
     "TaskTimeoutError",
     "Usage",

@@ -41,14 +41,13 @@ from ._errors import (
 from ._files import (
     connection_error,
     host_error,
-    retryable_status,
     send_without_credentials,
     without_query,
 )
 from ._images import EXTENSIONS, verify_image_file
 from ._logging import logger
 from ._models import GeneratedImage, TaskResult
-from ._retry import backoff_delay
+from ._retry import RequestKind, backoff_delay, transient_status
 
 __all__ = [
     "DEFAULT_DOWNLOAD_LIMITS",
@@ -298,7 +297,7 @@ async def _stream_to(
                 response.status_code == 404 and expiry is not None and wall >= expiry
             ):
                 raise _expired_error(url, f"HTTP {response.status_code} {error.code or ''}".strip())
-            if retryable_status(response.status_code):
+            if transient_status(RequestKind.DOWNLOAD, response.status_code):
                 raise _RetryableDownloadError(error)
             raise error
         expected = response.headers.get("content-length", "")

@@ -56,7 +56,7 @@ from ._models import (
     StyleRepaint,
     decode_data_uri,
 )
-from ._retry import backoff_delay
+from ._retry import RequestKind, backoff_delay, transient_status
 from ._wire import UploadPolicyWire
 
 __all__ = [
@@ -71,7 +71,6 @@ __all__ = [
     "is_local_path",
     "is_read_before_sending",
     "load_local_image",
-    "retryable_status",
     "send_without_credentials",
     "without_query",
 ]
@@ -416,10 +415,6 @@ def connection_error(exc: httpx.TransportError, *, host: str) -> APIConnectionEr
     return cls(f"no answer from the {host} at {url}: {type(exc).__name__}")
 
 
-def retryable_status(status: int) -> bool:
-    return status >= 500 or status in (408, 429)
-
-
 # --- the preparer -----------------------------------------------------------------------------
 
 
@@ -585,7 +580,7 @@ class InputPreparer:
                     refreshed_policy = True
                     self._policies.forget(model)
                     continue
-                if not retryable_status(response.status_code):
+                if not transient_status(RequestKind.UPLOAD, response.status_code):
                     raise error
                 failure = error
             if retries_taken >= self.upload_retries:

@@ -19,13 +19,15 @@ import math
 from collections import deque
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Final
 
 import attrs
 
 from ._config import MODELS
 from ._errors import ValidationError
 from ._models import TaskStatus
+from ._retry import backoff_delay
+from ._validators import non_negative, positive
 
 __all__ = ["PollPlanner", "PollPolicy", "RunTimeEstimate", "RunTimeStats"]
 
@@ -36,24 +38,6 @@ WINDOW_Z: Final = 2.0
 REFERENCE_LOG_SIGMA: Final = 0.05
 #: Run time assumed for a model the registry does not know (only a prior: one run replaces it).
 UNKNOWN_MODEL_RUN_SECONDS: Final = 15.0
-
-
-def _non_negative(field: str) -> Any:
-    def check(_instance: object, _attribute: attrs.Attribute[Any], value: float | None) -> None:
-        if value is None and field in {"first_poll", "deadline"}:
-            return
-        if not (isinstance(value, int | float) and value >= 0 and not math.isnan(value)):
-            raise ValidationError(field, f"must be a number of at least 0, not {value!r}")
-
-    return check
-
-
-def _positive(field: str) -> Any:
-    def check(_instance: object, _attribute: attrs.Attribute[Any], value: float) -> None:
-        if not (isinstance(value, int | float) and value > 0 and not math.isnan(value)):
-            raise ValidationError(field, f"must be a number greater than 0, not {value!r}")
-
-    return check
 
 
 def _checked_priors(value: Mapping[str, float]) -> dict[str, float]:
@@ -102,15 +86,19 @@ class PollPolicy:
         ```
     """
 
-    first_poll: float | None = attrs.field(default=None, validator=_non_negative("first_poll"))
-    min_interval: float = attrs.field(default=0.1, validator=_positive("min_interval"))
-    max_interval: float = attrs.field(default=5.0, validator=_positive("max_interval"))
-    deadline: float | None = attrs.field(default=None, validator=_non_negative("deadline"))
-    end_spacing: float = attrs.field(default=0.015, validator=_positive("end_spacing"))
-    cold_growth: float = attrs.field(default=0.2, validator=_positive("cold_growth"))
-    overrun_growth: float = attrs.field(default=0.1, validator=_positive("overrun_growth"))
-    error_backoff: float = attrs.field(default=0.5, validator=_positive("error_backoff"))
-    error_backoff_max: float = attrs.field(default=8.0, validator=_positive("error_backoff_max"))
+    first_poll: float | None = attrs.field(
+        default=None, validator=non_negative("first_poll", optional=True)
+    )
+    min_interval: float = attrs.field(default=0.1, validator=positive("min_interval"))
+    max_interval: float = attrs.field(default=5.0, validator=positive("max_interval"))
+    deadline: float | None = attrs.field(
+        default=None, validator=non_negative("deadline", optional=True)
+    )
+    end_spacing: float = attrs.field(default=0.015, validator=positive("end_spacing"))
+    cold_growth: float = attrs.field(default=0.2, validator=positive("cold_growth"))
+    overrun_growth: float = attrs.field(default=0.1, validator=positive("overrun_growth"))
+    error_backoff: float = attrs.field(default=0.5, validator=positive("error_backoff"))
+    error_backoff_max: float = attrs.field(default=8.0, validator=positive("error_backoff_max"))
     run_time_priors: Mapping[str, float] = attrs.field(
         factory=dict,
         converter=_frozen_priors,
@@ -362,18 +350,20 @@ class PollPlanner:
 
         Args:
             attempt: failures in a row for this task so far, counting this one (1, 2, ...).
-            retry_after: the server's ``Retry-After`` in seconds, if it sent one; honoured
-                exactly.
+            retry_after: the server's ``Retry-After`` in seconds, if it sent one (the client
+                has capped it already); honoured as given.
 
         Returns:
-            ``retry_after`` when given, else ``error_backoff * 2**(attempt - 1)`` up to
-            ``error_backoff_max``.
+            ``retry_after`` when given (but never less than ``min_interval``: a server asking
+            for no wait at all must not make the loop spin), else the retry policy's backoff
+            without jitter: ``error_backoff * 2**(attempt - 1)`` up to ``error_backoff_max``.
         """
-        if retry_after is not None and not math.isnan(retry_after):
-            return max(retry_after, 0.0)
         policy = self.policy
-        exponent = min(max(attempt - 1, 0), 64)
-        return min(policy.error_backoff * 2.0**exponent, policy.error_backoff_max)
+        if retry_after is not None and not math.isnan(retry_after):
+            return max(retry_after, policy.min_interval)
+        return backoff_delay(
+            attempt - 1, jitter=0.0, base=policy.error_backoff, cap=policy.error_backoff_max
+        )
 
     def _running_delay(self, estimate: RunTimeEstimate, elapsed: float) -> float:
         policy = self.policy

@@ -21,13 +21,12 @@ import click
 from rich.console import Console
 
 from .._budget import Budget
-from .._client import AsyncDashScope
 from .._config import MODELS
 from .._errors import APIConnectionError, AuthenticationError, JournalError, ValidationError
 from .._journal import JobState, Journal, JournalEntry, fingerprint, job_key
 from .._models import Request
 from .._polling import PollPolicy
-from .._runner import AsyncTaskRunner, Job, Outcome
+from .._runner import AsyncTaskRunner, Job, Outcome, TaskService
 from ._app import (
     CliError,
     ExitCode,
@@ -342,7 +341,7 @@ def _run_seconds(outcome: Outcome) -> float | None:
 
 
 async def run_jobs(
-    client: AsyncDashScope,
+    client: TaskService,
     specs: Sequence[JobSpec],
     *,
     out_dir: Path,

@@ -39,6 +39,8 @@ FaultKind = Literal[
     "endless_body",  # 200 with a body that never ends (a result host gone wrong)
     "trickle",  # the right answer, a byte at a time (``delay`` seconds apart)
     "redirect_loop",  # 302 back to the same URL, without end
+    "late",  # held: the client times out first, the request is processed (a task made) later
+    "html_200",  # processed, answered 200 with an HTML page (a gateway's), not the service's JSON
 ]
 
 
@@ -50,7 +52,12 @@ class Fault:
         ```python
         emulator.faults.script("submit", Fault.error(503), times=2)
         emulator.faults.script("submit", Fault.drop_after())  # an ambiguous submit
+        emulator.faults.script("get_task", Fault.throttle(retry_after="86400"))
         ```
+
+    Attributes:
+        retry_after: sent as the error answer's ``Retry-After`` header, verbatim (seconds or an
+            HTTP date), when given.
     """
 
     kind: FaultKind
@@ -58,15 +65,19 @@ class Fault:
     code: str | None = None
     message: str | None = None
     delay: float = 0.0
+    retry_after: str | None = None
+    #: For ``late``: seconds after the request arrived that the service processes it.
+    process_after: float = 0.0
 
     @classmethod
-    def throttle(cls) -> Fault:
+    def throttle(cls, *, retry_after: str | None = None) -> Fault:
         """429 ``Throttling.RateQuota``, as the service answers an excess request."""
         return cls(
             "error",
             429,
             "Throttling.RateQuota",
             "Requests rate limit exceeded, please try again later.",
+            retry_after=retry_after,
         )
 
     @classmethod
@@ -80,16 +91,30 @@ class Fault:
         )
 
     @classmethod
-    def error(cls, status: int, code: str | None = None, message: str | None = None) -> Fault:
-        """Any status with an error JSON (502, 503 ``ServiceUnavailable``, 504, ...)."""
+    def error(
+        cls,
+        status: int,
+        code: str | None = None,
+        message: str | None = None,
+        *,
+        retry_after: str | None = None,
+    ) -> Fault:
+        """Any status with an error JSON (408, 502, 503 ``ServiceUnavailable``, 504, ...)."""
         defaults = {
+            408: ("RequestTimeout", "Request timed out."),
             502: ("BadGateway", "Bad gateway."),
             503: ("ServiceUnavailable", "The service is temporarily unavailable."),
             504: ("GatewayTimeout", "Gateway timeout."),
             429: ("Throttling.RateQuota", "Requests rate limit exceeded, please try again later."),
         }
         default_code, default_message = defaults.get(status, ("InternalError", "Internal error."))
-        return cls("error", status, code or default_code, message or default_message)
+        return cls(
+            "error",
+            status,
+            code or default_code,
+            message or default_message,
+            retry_after=retry_after,
+        )
 
     @classmethod
     def bare_500(cls) -> Fault:
@@ -144,6 +169,20 @@ class Fault:
         Script it with ``times=`` at least the client's redirect limit (httpx's is 20).
         """
         return cls("redirect_loop", 302)
+
+    @classmethod
+    def late(cls, process_after: float, *, timeout: float = 1.0) -> Fault:
+        """Held past the client's patience: after ``timeout`` seconds the connection is given up
+        (in process a ``ReadTimeout``), and ``process_after`` seconds after it arrived the service
+        processes the request all the same (a submit creates its task then)."""
+        if process_after < 0 or timeout < 0:
+            raise ValueError("process_after and timeout must be at least 0")
+        return cls("late", 0, delay=timeout, process_after=process_after)
+
+    @classmethod
+    def html_200(cls) -> Fault:
+        """Processed, then answered 200 with an HTML page, as a gateway in front may answer."""
+        return cls("html_200", 200)
 
 
 TASK_FAILURE_MESSAGES: Final = {
@@ -203,7 +242,7 @@ class Faults:
         self._rng = random.Random(f"faults-{self.seed}")
 
     def script(self, route: Route | Literal["*"], fault: Fault, *, times: int = 1) -> None:
-        """Give the next ``times`` calls of ``route`` this fault."""
+        """Give the next ``times`` calls of ``route`` this fault (for ever: ``chance(..., 1.0)``)."""
         for name in _routes(route):
             self._scripts.setdefault(name, deque()).extend([fault] * times)
 
@@ -283,8 +322,9 @@ def _routes(route: str) -> tuple[Route, ...]:
 def parse_fault_spec(spec: str) -> list[tuple[str, Fault | TaskFault, float]]:
     """Parse the command line's ``--faults``: ``route:fault:probability`` items, comma-separated.
 
-    Faults: ``429``, ``500``, ``502``, ``503``, ``504``, ``bare500``, ``slow=<s>``, ``drop``,
-    ``drop-after``, ``timeout``, ``badjson``, ``endless``, ``trickle``, ``redirect-loop``; for route ``task``: a failure code
+    Faults: ``408``, ``429``, ``500``, ``502``, ``503``, ``504``, ``bare500``, ``slow=<s>``,
+    ``drop``, ``drop-after``, ``timeout``, ``badjson``, ``late=<s>``, ``endless``, ``trickle``,
+    ``redirect-loop``; for route ``task``: a failure code
     (``InternalError.Algo``, ``DataInspectionFailed``) or ``partial``.
 
     Example:
@@ -317,6 +357,8 @@ def _named_fault(name: str) -> Fault:
         return Fault.error(int(name)) if name != "500" else Fault.server_error()
     if name.startswith("slow="):
         return Fault.slow(float(name.removeprefix("slow=")))
+    if name.startswith("late="):
+        return Fault.late(float(name.removeprefix("late=")))
     named = {
         "bare500": Fault.bare_500,
         "drop": Fault.drop_before,

@@ -59,9 +59,9 @@ def asgi_app(core: EmulatorCore, role: HostRole) -> ASGIApp:
         reply = core.handle(call)
         fault = reply.fault
         if fault is not None:
-            if fault.kind in ("slow", "timeout_after"):
+            if fault.kind in ("slow", "timeout_after", "late"):
                 await anyio.sleep(fault.delay)
-            if fault.kind in ("drop_before", "drop_after", "timeout_after"):
+            if fault.kind in ("drop_before", "drop_after", "timeout_after", "late"):
                 await _drop_connection(receive)
                 return
             if fault.kind == "redirect_loop":
@@ -111,6 +111,7 @@ def asgi_app(core: EmulatorCore, role: HostRole) -> ASGIApp:
                 "headers": [
                     (b"content-type", reply.content_type.encode()),
                     (b"content-length", str(len(content)).encode()),
+                    *((name.encode(), value.encode()) for name, value in reply.headers),
                 ],
             }
         )
