@@ -35,6 +35,7 @@ import attrs
 from ._errors import LimiterUnavailableError
 from ._limits import CoolDown, Limits
 from ._logging import get_logger
+from ._redis_journal import BudgetTotals, RedisJournal, RedisSpending
 
 try:
     import redis.asyncio as aioredis
@@ -46,7 +47,14 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "dashscope_async.redis needs redis-py: pip install 'dashscope-async[redis]'"
     ) from exc
 
-__all__ = ["LimiterUnavailableError", "RedisLimiter", "RedisSlotLease"]
+__all__ = [
+    "BudgetTotals",
+    "LimiterUnavailableError",
+    "RedisJournal",
+    "RedisLimiter",
+    "RedisSlotLease",
+    "RedisSpending",
+]
 
 logger = get_logger("redis")
 

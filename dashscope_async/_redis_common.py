@@ -1,0 +1,67 @@
+"""What the Redis-backed parts (the limiter, the job store) share: connecting, naming, asyncio.
+
+Owns how a Redis URL or client becomes a connection (timeouts, a short retry ladder), how an
+address is shown without its password, and the asyncio-only check. Sends no command itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+try:
+    import redis.asyncio as aioredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialBackoff
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "dashscope_async.redis needs redis-py: pip install 'dashscope-async[redis]'"
+    ) from exc
+
+__all__ = ["check_namespace", "connect", "redacted_address", "require_asyncio"]
+
+
+def require_asyncio(owner: str, operation: str) -> None:
+    """Raise a clear RuntimeError when ``owner.operation`` is called off asyncio."""
+    # sniffio ships with trio, so when it cannot be imported the loop is asyncio.
+    try:
+        import sniffio
+    except ImportError:  # pragma: no cover - trio (and so sniffio) is installed in tests
+        return
+    library = sniffio.current_async_library()
+    if library != "asyncio":
+        raise RuntimeError(
+            f"{owner}.{operation} needs asyncio, but this code runs on {library}: "
+            "redis-py's client is asyncio-only. Run the worker on asyncio, or use the "
+            "in-process equivalent (the runner's default), which works on trio."
+        )
+
+
+def redacted_address(url: str) -> str:
+    """``url`` with no password: scheme, host, port and database only."""
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def check_namespace(namespace: str) -> None:
+    """Namespaces prefix every key inside a hash tag, so they must be non-empty and brace-free."""
+    if not isinstance(namespace, str) or not namespace or any(c in namespace for c in "{}"):
+        raise ValueError(f"namespace must be non-empty and free of braces: {namespace!r}")
+
+
+def connect(url_or_client: str | aioredis.Redis[Any]) -> tuple[aioredis.Redis[Any], bool, str]:
+    """A client for ``url_or_client``: (client, whether we own it, its address for messages)."""
+    if isinstance(url_or_client, str):
+        client: aioredis.Redis[Any] = aioredis.Redis.from_url(
+            url_or_client,
+            socket_connect_timeout=5.0,
+            socket_timeout=5.0,
+            # A down Redis should fail the call quickly, not after a long retry ladder.
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
+        )
+        return client, True, redacted_address(url_or_client)
+    kwargs = url_or_client.connection_pool.connection_kwargs
+    address = f"redis://{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
+    return url_or_client, False, address
