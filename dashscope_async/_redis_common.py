@@ -1,13 +1,18 @@
 """What the Redis-backed parts (the limiter, the job store) share: connecting, naming, asyncio.
 
 Owns how a Redis URL or client becomes a connection (timeouts, a short retry ladder), how an
-address is shown without its password, and the asyncio-only check. Sends no command itself.
+address is shown without its password, the asyncio-only check, and how a lease's heartbeat runs
+beside the work it guards. Sends no command itself.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
+
+import anyio
 
 try:
     import redis.asyncio as aioredis
@@ -18,7 +23,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "dashscope_async.redis needs redis-py: pip install 'dashscope-async[redis]'"
     ) from exc
 
-__all__ = ["check_namespace", "connect", "redacted_address", "require_asyncio"]
+__all__ = ["beside", "check_namespace", "connect", "redacted_address", "require_asyncio"]
 
 
 def require_asyncio(owner: str, operation: str) -> None:
@@ -65,3 +70,23 @@ def connect(url_or_client: str | aioredis.Redis[Any]) -> tuple[aioredis.Redis[An
     kwargs = url_or_client.connection_pool.connection_kwargs
     address = f"redis://{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
     return url_or_client, False, address
+
+
+@asynccontextmanager
+async def beside(heartbeat: Callable[[], Coroutine[Any, Any, None]]) -> AsyncIterator[None]:
+    """Run ``heartbeat`` while the block runs; the block's own errors pass through unwrapped.
+
+    A task group wraps whatever its host raises in an ``ExceptionGroup``; a job's typed error
+    raised while it holds a lease must reach the runner as itself.
+    """
+    error: Exception | None = None
+    async with anyio.create_task_group() as group:
+        group.start_soon(heartbeat)
+        try:
+            yield
+        except Exception as exc:
+            error = exc
+        finally:
+            group.cancel_scope.cancel()
+    if error is not None:
+        raise error

@@ -52,7 +52,7 @@ from ._journal import (
 )
 from ._logging import get_logger, redact
 from ._models import TaskResult
-from ._redis_common import check_namespace, connect, require_asyncio
+from ._redis_common import beside, check_namespace, connect, require_asyncio
 
 try:
     import redis.asyncio as aioredis
@@ -376,12 +376,8 @@ class RedisJournal:
             await anyio.sleep(self.claim_poll_interval)
         self._claims[key] = token
         try:
-            async with anyio.create_task_group() as heartbeat:
-                heartbeat.start_soon(self._keep_claim, key, claim_key, token)
-                try:
-                    yield await self.lookup(key)
-                finally:
-                    heartbeat.cancel_scope.cancel()
+            async with beside(lambda: self._keep_claim(key, claim_key, token)):
+                yield await self.lookup(key)
         finally:
             if self._claims.get(key) == token:
                 del self._claims[key]

@@ -32,7 +32,7 @@ import anyio.lowlevel
 import attrs
 from anyio.abc import TaskGroup
 
-from ._budget import Budget, BudgetLedger
+from ._budget import Budget, BudgetLedger, LocalSpending, Spending
 from ._client import AsyncDashScope, result_or_raise
 from ._errors import (
     AmbiguousSubmitError,
@@ -57,6 +57,7 @@ from ._limits import Limiter, Limits, LocalLimiter
 from ._logging import get_logger
 from ._models import Request, SketchToImage, StyleRepaint, Task, TaskInfo, TaskResult, TaskStatus
 from ._polling import PollPlanner, PollPolicy
+from ._store import JobStore
 
 __all__ = ["AsyncTaskRunner", "Batch", "Job", "JobHandle", "JobStatus", "Outcome"]
 
@@ -337,7 +338,11 @@ class AsyncTaskRunner:
             batch run again after a crash replays finished jobs, re-attaches to tasks in
             progress and submits nothing twice. Jobs need a key to be journaled: ``map``
             derives one from the request and its position; give ``Job(key=...)`` otherwise.
-        budget: a spending cap; jobs beyond it end with ``BudgetExceededError``.
+            A store shared by several processes (``dashscope_async.redis.RedisJournal``)
+            gives the same guarantees across all of them: a job key runs in one worker at a
+            time, and a job recorded by any worker is never submitted again.
+        budget: a spending cap; jobs beyond it end with ``BudgetExceededError``. With a
+            shared store, the cap holds across every worker on it.
         on_event: called with every ``RunnerEvent`` (progress bars, metrics).
         max_pending: jobs of one ``map`` started ahead of the consumer (bounds memory).
         reconcile_grace: seconds between looks at the task list when reconciling.
@@ -358,7 +363,7 @@ class AsyncTaskRunner:
         limiter: Limiter | None = None,
         poll: PollPolicy | None = None,
         download_dir: str | os.PathLike[str] | None = None,
-        journal: str | os.PathLike[str] | Journal | None = None,
+        journal: str | os.PathLike[str] | JobStore | None = None,
         budget: Budget | None = None,
         on_event: Callable[[RunnerEvent], object] | None = None,
         max_pending: int = 256,
@@ -374,8 +379,10 @@ class AsyncTaskRunner:
         self._planner = PollPlanner(self._poll_policy)
         self._download_dir = None if download_dir is None else Path(download_dir)
         self._journal_source = journal
-        self._journal: Journal | None = journal if isinstance(journal, Journal) else None
-        self._ledger = None if budget is None else BudgetLedger(budget)
+        self._journal: JobStore | None = None if isinstance(journal, str | os.PathLike) else journal
+        self._budget = budget
+        self._ledger: BudgetLedger | None = None
+        self._spending: Spending | None = None
         self._events = EventHub(() if on_event is None else (on_event,))
         self._max_pending = max_pending
         self._reconcile_grace = reconcile_grace
@@ -393,17 +400,23 @@ class AsyncTaskRunner:
     async def __aenter__(self) -> AsyncTaskRunner:
         if self._task_group is not None:
             raise RuntimeError("this AsyncTaskRunner is already running")
-        if self._journal is None and self._journal_source is not None:
-            assert not isinstance(self._journal_source, Journal)
+        if isinstance(self._journal_source, str | os.PathLike):
             self._journal = await Journal.open(self._journal_source)
         if self._journal is not None:
             # Tasks earlier runs of the batch created are ours: never adopt one for a lost submit.
             for task_id in await self._journal.task_ids():
                 self._remember(task_id)
-        if self._journal is not None and self._ledger is not None:
-            # What earlier runs of the batch spent counts against the cap.
-            for model, images in (await self._journal.spent()).items():
-                self._ledger.record(model, images)
+        if self._budget is not None:
+            shared = None if self._journal is None else self._journal.spending(self._budget)
+            if shared is not None:
+                self._spending = shared  # kept in the store, for every worker on it
+            else:
+                self._ledger = BudgetLedger(self._budget)
+                self._spending = LocalSpending(self._ledger)
+                if self._journal is not None:
+                    # What earlier runs of the batch spent counts against the cap.
+                    for model, images in (await self._journal.spent()).items():
+                        self._ledger.record(model, images)
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         self._task_group = task_group
@@ -425,8 +438,9 @@ class AsyncTaskRunner:
             self._events.close()
             if self._own_limiter:
                 await self._limiter.aclose()
-            if self._journal is not None and not isinstance(self._journal_source, Journal):
+            if self._journal is not None and isinstance(self._journal_source, str | os.PathLike):
                 await self._journal.aclose()
+                self._journal = None
 
     def cancel_all(self) -> None:
         """Cancel every job and batch of this runner (PENDING tasks are cancelled on the service)."""
@@ -441,13 +455,16 @@ class AsyncTaskRunner:
         return self._limiter
 
     @property
-    def journal(self) -> Journal | None:
+    def journal(self) -> JobStore | None:
         """The journal this runner records to, while it runs."""
         return self._journal
 
     @property
     def ledger(self) -> BudgetLedger | None:
-        """What has been spent and reserved against the budget, if one was set."""
+        """What this runner spent and reserved against the budget, if one is kept in this process.
+
+        With a shared store the fleet's figures are in the store (``RedisSpending.totals``).
+        """
         return self._ledger
 
     def events(self, *, max_buffer: int = 1000) -> EventStream:
@@ -629,9 +646,14 @@ class AsyncTaskRunner:
             state.on_done(outcome)
 
     async def _drive(self, state: _JobState) -> tuple[TaskResult, tuple[Path, ...]]:
+        async with self._claimed(state) as entry:
+            return await self._drive_claimed(state, entry)
+
+    async def _drive_claimed(
+        self, state: _JobState, entry: JournalEntry | None
+    ) -> tuple[TaskResult, tuple[Path, ...]]:
         request = state.request
         model = request.model
-        entry = await self._journal_entry(state)
         if entry is not None:
             if entry.state.is_final:
                 return await self._replay(state, entry)
@@ -640,12 +662,13 @@ class AsyncTaskRunner:
         if entry is not None and entry.state is JobState.SUBMITTED and entry.task_id:
             known = Task(entry.task_id, TaskStatus.PENDING, model)  # re-attach: never resubmit
         reserved = request.images_requested if known is None else 0
-        if reserved and self._ledger is not None and not self._ledger.could_afford(model, reserved):
+        spending = self._spending
+        if reserved and spending is not None and not await spending.could_afford(model, reserved):
             raise self._over_budget(state)  # before uploading anything for it
         # Uploads happen before the slot is taken: the slot's time belongs to the service. A job
         # that fits the budget only if an earlier one gives images back uploads once it knows.
         prepared: PreparedInputs | None = None
-        if known is None and (self._ledger is None or self._ledger.fits_now(model, reserved)):
+        if known is None and (spending is None or await spending.fits_now(model, reserved)):
             prepared = await self._client.prepare(request)
         turnstile = self._turnstiles[model]
         try:
@@ -663,10 +686,11 @@ class AsyncTaskRunner:
                 reserved = 0  # found by reconciling: already running, nothing new to pay for
             # Reserved once the job holds its slot, so jobs still queued never count against
             # the cap while earlier ones may yet give back what they did not spend.
+            budget_job = state.journal_key or f"unkeyed:{id(state)}:{state.queued_at}"
             if (
                 reserved
-                and self._ledger is not None
-                and not self._ledger.try_reserve(model, reserved)
+                and spending is not None
+                and not await spending.try_reserve(budget_job, model, reserved)
             ):
                 raise self._over_budget(state)
             billed = 0
@@ -681,15 +705,17 @@ class AsyncTaskRunner:
                 info = await self._poll_to_end(state, task)
                 billed = info.usage.image_count if info.usage is not None else len(info.images)
             finally:
-                if self._ledger is not None:
-                    self._ledger.settle(model, reserved, billed)
+                if spending is not None:
+                    # Shielded: a reservation left behind would hold the cap for others.
+                    with anyio.CancelScope(shield=True):
+                        await spending.settle(budget_job, model, reserved, billed)
         result = state.result = result_or_raise(info)
         return result, await self._save(state, result)
 
     def _over_budget(self, state: _JobState) -> BudgetExceededError:
-        assert self._ledger is not None
+        assert self._spending is not None
         return BudgetExceededError(
-            f"job {state.index} would pass the budget ({self._ledger.budget}); not submitted"
+            f"job {state.index} would pass the budget ({self._spending.budget}); not submitted"
         )
 
     async def _save(self, state: _JobState, result: TaskResult) -> tuple[Path, ...]:
@@ -700,10 +726,23 @@ class AsyncTaskRunner:
 
     # --- the journal --------------------------------------------------------------------------
 
-    async def _journal_entry(self, state: _JobState) -> JournalEntry | None:
-        """Name the job in the journal and read what earlier runs did with it."""
-        if self._journal is None or (state.key is None and not state.in_batch):
-            return None
+    @asynccontextmanager
+    async def _claimed(self, state: _JobState) -> AsyncIterator[JournalEntry | None]:
+        """Name the job in the journal, hold its key, and read what earlier runs did with it.
+
+        The key is held while the job runs here: a second runner given the same job (another
+        worker on a shared store) waits, then replays its outcome or takes it up.
+        """
+        journal = self._journal
+        if journal is None or (state.key is None and not state.in_batch):
+            yield None
+            return
+        await self._name_job(state)
+        assert state.journal_key is not None
+        async with journal.claim(state.journal_key) as entry:
+            yield self._checked_entry(state, entry)
+
+    async def _name_job(self, state: _JobState) -> None:
         state.journal_key = await anyio.to_thread.run_sync(
             job_key, state.request, state.index, state.key
         )
@@ -714,7 +753,8 @@ class AsyncTaskRunner:
             if state.key is None
             else await anyio.to_thread.run_sync(fingerprint, state.request)
         )
-        entry = await self._journal.lookup(state.journal_key)
+
+    def _checked_entry(self, state: _JobState, entry: JournalEntry | None) -> JournalEntry | None:
         # Replaying another request's result under a reused key would be wrong.
         if entry is not None and state.key is not None and state.fingerprint != entry.fingerprint:
             raise ValidationError(
@@ -866,6 +906,7 @@ class AsyncTaskRunner:
         for look in range(RECONCILE_LOOKS):
             if look:
                 await self._clock.sleep(self._reconcile_grace)
+            others_unanswered = await self._refresh_known_tasks(state, model, since)
             candidates: list[Task] = []
             pages = self._client.list_tasks(
                 start=since, model=model, before_page=self._limiter.poll_turn
@@ -879,6 +920,15 @@ class AsyncTaskRunner:
                     candidates.append(Task(item.task_id, item.status, model, item.request_id))
             except _RETRYABLE_POLL_ERRORS:
                 continue
+            if len(candidates) == 1 and others_unanswered:
+                raise AmbiguousSubmitError(
+                    f"job {state.index}: the submit got no answer, and one unknown {model} task"
+                    f" appeared since it was sent, but {others_unanswered} other unanswered"
+                    " submits recorded in the journal could have made it; not resubmitted, to"
+                    " avoid paying twice. Check the task list.",
+                    model=model,
+                    sent_at=sent_at,
+                ) from cause
             if len(candidates) == 1:
                 self._emit(EventKind.RECONCILED, state, task_id=candidates[0].task_id)
                 return candidates[0]
@@ -895,6 +945,26 @@ class AsyncTaskRunner:
             "job %d: the task list shows no task from its lost submit; resubmitting", state.index
         )
         return None
+
+    async def _refresh_known_tasks(self, state: _JobState, model: str, since: datetime) -> int:
+        """Learn the tasks other workers on the journal recorded; count their unanswered submits.
+
+        A shared store is written by other processes while this one runs: their tasks are not
+        candidates, and another job's submit of the same model left unanswered since ``since``
+        could have made the one unknown task as well as this job's.
+        """
+        if self._journal is None:
+            return 0
+        for task_id in await self._journal.task_ids():
+            self._remember(task_id)
+        return sum(
+            1
+            for entry in await self._journal.entries(JobState.INTENT)
+            if entry.key != state.journal_key
+            and entry.model == model
+            and entry.sent_at is not None
+            and entry.sent_at >= since
+        )
 
     async def _poll_to_end(self, state: _JobState, task: Task) -> TaskInfo:
         model = state.model

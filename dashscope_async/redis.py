@@ -35,6 +35,7 @@ import attrs
 from ._errors import LimiterUnavailableError
 from ._limits import CoolDown, Limits
 from ._logging import get_logger
+from ._redis_common import beside
 from ._redis_journal import BudgetTotals, RedisJournal, RedisSpending
 
 try:
@@ -305,12 +306,8 @@ class RedisLimiter:
         lease = RedisSlotLease(model=model, token=secrets.token_hex(16))
         await self._take_slot(lease)
         try:
-            async with anyio.create_task_group() as heartbeat_group:
-                heartbeat_group.start_soon(self._keep_alive, lease)
-                try:
-                    yield lease
-                finally:
-                    heartbeat_group.cancel_scope.cancel()
+            async with beside(lambda: self._keep_alive(lease)):
+                yield lease
         finally:
             await self._give_back(lease)
 

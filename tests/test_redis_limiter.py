@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -362,4 +363,15 @@ async def test_trio_gets_a_clear_error() -> None:
         await limiter.submit_turn(MODEL)
     with pytest.raises(RuntimeError, match="asyncio"):
         async with limiter.slot(MODEL):
+            pass
+
+
+async def test_an_error_raised_while_holding_a_slot_reaches_the_caller_as_itself(
+    server: RedisServer,
+) -> None:
+    async with workers(server, 1) as (limiter,):
+        with pytest.raises(ds.AmbiguousSubmitError):
+            async with limiter.slot(MODEL):
+                raise ds.AmbiguousSubmitError("no answer", model=MODEL, sent_at=datetime.now(UTC))
+        async with limiter.slot(MODEL):  # and the slot was given back
             pass
