@@ -1,15 +1,17 @@
 """What the Redis-backed parts (the limiter, the job store) share: connecting, naming, asyncio.
 
-Owns how a Redis URL or client becomes a connection (timeouts, a short retry ladder), how an
-address is shown without its password, the asyncio-only check, and how a lease's heartbeat runs
-beside the work it guards. Sends no command itself.
+Owns how a Redis URL or client becomes a connection (timeouts, a short retry ladder), how long
+a call waits for an unreachable Redis (``patiently``), how an address is shown without its
+password, the asyncio-only check, and how a lease's heartbeat runs beside the work it guards.
+Sends no command of its own.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Coroutine
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
 import anyio
@@ -18,12 +20,26 @@ try:
     import redis.asyncio as aioredis
     from redis.asyncio.retry import Retry
     from redis.backoff import ExponentialBackoff
+    from redis.exceptions import RedisError
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         "dashscope_async.redis needs redis-py: pip install 'dashscope-async[redis]'"
     ) from exc
 
-__all__ = ["beside", "check_namespace", "connect", "redacted_address", "require_asyncio"]
+__all__ = [
+    "beside",
+    "check_namespace",
+    "connect",
+    "patiently",
+    "redacted_address",
+    "require_asyncio",
+]
+
+T = TypeVar("T")
+
+#: The first and the longest pause between tries while Redis is unreachable.
+FIRST_PAUSE: Final = 0.05
+LONGEST_PAUSE: Final = 1.0
 
 
 def require_asyncio(owner: str, operation: str) -> None:
@@ -90,3 +106,23 @@ async def beside(heartbeat: Callable[[], Coroutine[Any, Any, None]]) -> AsyncIte
             group.cancel_scope.cancel()
     if error is not None:
         raise error
+
+
+async def patiently(call: Callable[[], Awaitable[T]], *, patience: float) -> T:
+    """``call()``, tried again while Redis is unreachable, for up to ``patience`` seconds.
+
+    Pauses double from ``FIRST_PAUSE`` to ``LONGEST_PAUSE`` (with jitter); the last error is
+    raised once ``patience`` has run out. Every call given here must be safe to repeat: a
+    script whose answer was lost may have run.
+    """
+    deadline = anyio.current_time() + patience
+    pause = FIRST_PAUSE
+    while True:
+        try:
+            return await call()
+        except (RedisError, OSError):
+            left = deadline - anyio.current_time()
+            if left <= 0:
+                raise
+        await anyio.sleep(min(left, pause * random.uniform(0.5, 1.0)))
+        pause = min(pause * 2, LONGEST_PAUSE)

@@ -35,7 +35,7 @@ import attrs
 from ._errors import LimiterUnavailableError
 from ._limits import CoolDown, Limits
 from ._logging import get_logger
-from ._redis_common import beside
+from ._redis_common import beside, patiently
 from ._redis_journal import BudgetTotals, RedisJournal, RedisSpending
 
 try:
@@ -208,6 +208,8 @@ class RedisLimiter:
         heartbeat: seconds between lease renewals; by default a third of ``lease_ttl``.
         slot_poll_interval: the longest a worker waits before asking again for a busy slot
             (a slot freed in the same process is handed over at once).
+        unavailable_timeout: how long a call waits for an unreachable Redis (a restart, a
+            failover) before it raises ``LimiterUnavailableError``.
 
     Example:
         ```python
@@ -233,6 +235,7 @@ class RedisLimiter:
         lease_ttl: float = 30.0,
         heartbeat: float | None = None,
         slot_poll_interval: float = 0.25,
+        unavailable_timeout: float = 30.0,
     ) -> None:
         if not namespace or any(c in namespace for c in "{}"):
             raise ValueError(f"namespace must be non-empty and free of braces: {namespace!r}")
@@ -243,6 +246,9 @@ class RedisLimiter:
             raise ValueError(f"heartbeat must be between 0 and lease_ttl: {heartbeat!r}")
         if slot_poll_interval <= 0:
             raise ValueError(f"slot_poll_interval must be positive: {slot_poll_interval!r}")
+        if unavailable_timeout < 0:
+            raise ValueError(f"unavailable_timeout must be >= 0: {unavailable_timeout!r}")
+        self.unavailable_timeout = unavailable_timeout
         if isinstance(url_or_client, str):
             self._address = _redacted_address(url_or_client)
             self._redis: aioredis.Redis[Any] = aioredis.Redis.from_url(
@@ -383,7 +389,10 @@ class RedisLimiter:
 
     async def _call(self, script: Any, keys: list[str], args: list[Any]) -> int:
         try:
-            return int(await script(keys=keys, args=args))
+            answer = await patiently(
+                lambda: script(keys=keys, args=args), patience=self.unavailable_timeout
+            )
+            return int(answer)
         except (RedisError, OSError) as exc:
             raise LimiterUnavailableError(
                 f"the shared limiter's Redis at {self._address} is unavailable ({exc}); "

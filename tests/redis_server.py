@@ -1,7 +1,8 @@
 """A throwaway ``redis-server`` on a free loopback port, for the tests that need a real Redis.
 
-``RedisServer.start()`` runs Debian's ``redis-server`` in a temporary directory (no persistence,
-bound to 127.0.0.1 only) and waits until it answers; ``stop()`` ends it. When the binary is
+``RedisServer.start()`` runs Debian's ``redis-server`` in a temporary directory (bound to
+127.0.0.1 only; no persistence unless asked for an append-only file) and waits until it answers;
+``stop()`` ends it and ``restart()`` brings it back on the same port. When the binary is
 missing the test is skipped with the reason shown, or failed under ``CI=true``, where CI's
 script installs it and a silent skip would hide the scale-out tests.
 """
@@ -63,9 +64,10 @@ class RedisServer:
         url: its ``redis://`` URL (database 0).
     """
 
-    def __init__(self, binary: str, directory: Path) -> None:
+    def __init__(self, binary: str, directory: Path, *, appendonly: bool = False) -> None:
         self._binary = binary
         self._directory = directory
+        self._appendonly = appendonly
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._process: subprocess.Popen[bytes] | None = None
@@ -82,7 +84,9 @@ class RedisServer:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if self._appendonly else "no",
+                "--appendfsync",
+                "always",
                 "--dir",
                 str(self._directory),
                 "--logfile",
@@ -101,7 +105,7 @@ class RedisServer:
             time.sleep(0.02)
 
     def stop(self) -> None:
-        """Stop the server (it keeps nothing: persistence is off)."""
+        """Stop the server (it keeps its data only with ``appendonly``)."""
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return
@@ -112,6 +116,12 @@ class RedisServer:
             process.kill()
             process.wait()
 
+    def restart(self, down_for: float = 0.0) -> None:
+        """Stop the server, stay down ``down_for`` seconds, start it again on the same port."""
+        self.stop()
+        time.sleep(down_for)
+        self.start()
+
     @property
     def running(self) -> bool:
         """True while the server process is alive."""
@@ -119,11 +129,14 @@ class RedisServer:
 
 
 @contextmanager
-def redis_server() -> Iterator[RedisServer]:
-    """A running server for the ``with`` block; skipped (or failed on CI) without the binary."""
+def redis_server(*, appendonly: bool = False) -> Iterator[RedisServer]:
+    """A running server for the ``with`` block; skipped (or failed on CI) without the binary.
+
+    With ``appendonly`` every write is on disk before it is answered, so a restart keeps it.
+    """
     binary = require_redis_server()
     with tempfile.TemporaryDirectory(prefix="dashscope-redis-") as directory:
-        server = RedisServer(binary, Path(directory))
+        server = RedisServer(binary, Path(directory), appendonly=appendonly)
         server.start()
         try:
             yield server

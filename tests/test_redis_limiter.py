@@ -332,7 +332,7 @@ async def test_the_poll_budget_is_shared(server: RedisServer) -> None:
 async def test_unreachable_redis_is_a_clear_error_before_any_submit() -> None:
     url = f"redis://user:s3cret@127.0.0.1:{free_port()}/0"
     body_ran = False
-    async with RedisLimiter(url, namespace="down") as limiter:
+    async with RedisLimiter(url, namespace="down", unavailable_timeout=0.3) as limiter:
         with anyio.fail_after(5):
             with pytest.raises(LimiterUnavailableError) as caught:
                 async with limiter.slot(MODEL):
@@ -349,7 +349,7 @@ async def test_unreachable_redis_is_a_clear_error_before_any_submit() -> None:
 
 async def test_redis_going_down_mid_run_is_a_clear_error() -> None:
     with redis_server() as own_server:
-        async with workers(own_server, 1) as (limiter,):
+        async with workers(own_server, 1, unavailable_timeout=0.5) as (limiter,):
             await limiter.submit_turn(MODEL)
             own_server.stop()
             with anyio.fail_after(5), pytest.raises(LimiterUnavailableError):
@@ -375,3 +375,16 @@ async def test_an_error_raised_while_holding_a_slot_reaches_the_caller_as_itself
                 raise ds.AmbiguousSubmitError("no answer", model=MODEL, sent_at=datetime.now(UTC))
         async with limiter.slot(MODEL):  # and the slot was given back
             pass
+
+
+async def test_a_redis_restart_is_waited_out() -> None:
+    with redis_server(appendonly=True) as own_server:
+        async with workers(own_server, 1, unavailable_timeout=10.0) as (limiter,):
+            await limiter.submit_turn(MODEL)
+            own_server.stop()
+            async with anyio.create_task_group() as group:
+                group.start_soon(anyio.to_thread.run_sync, own_server.restart, 0.5)
+                with anyio.fail_after(8):
+                    await limiter.submit_turn(MODEL)  # waits for it, then takes its turn
+                    async with limiter.slot(MODEL):
+                        pass
