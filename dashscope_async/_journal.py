@@ -259,8 +259,8 @@ def job_key(request: Request, index: int, key: str | None = None) -> str:
 
 
 def billed_images(result: TaskResult) -> int:
-    """Images the service billed for a result: its usage, else the images it holds."""
-    return result.usage.image_count if result.usage is not None else len(result.images)
+    """Images the service billed for a result (``TaskInfo.billed_images``)."""
+    return result.billed_images
 
 
 # --- the file -------------------------------------------------------------------------------------
@@ -604,6 +604,11 @@ class Journal:
         list; tasks created by earlier runs of the batch are known here.
         """
         return await self._read(_JournalFile.task_ids)
+
+    @property
+    def shared(self) -> bool:
+        """False: one journal object holds the file, so no other process writes to it."""
+        return False
 
     @asynccontextmanager
     async def claim(self, key: str) -> AsyncIterator[JournalEntry | None]:

@@ -29,6 +29,8 @@ import attrs
 from ._clock import SYSTEM_CLOCK, Clock
 from ._config import MODELS
 from ._errors import ValidationError
+from ._retry import backoff_delay
+from ._submits import LocalSubmitRecord, SubmitRecord
 
 __all__ = [
     "Limiter",
@@ -113,9 +115,10 @@ class Limits:
             (100 ms at the default 2/s); lower it if your quota is much higher.
         throttle_backoff: the first pause after a 429 that carries no ``Retry-After``; it
             doubles with every further 429 in a row.
-        throttle_backoff_max: the longest such pause, before jitter.
-        throttle_jitter: a random extra of up to this fraction of the pause, so that several
-            processes sharing an account do not retry in step.
+        throttle_backoff_max: the longest such pause.
+        throttle_jitter: up to this fraction of the pause is taken off at random, so that
+            several processes sharing an account do not retry in step. A ``Retry-After``
+            replaces the backoff, honoured up to the client's ``max_retry_after`` (60 s).
 
     Example:
         ```python
@@ -259,6 +262,11 @@ class Limiter(Protocol):
         """Wait for a turn in the account-wide budget of get, list and cancel calls."""
         ...
 
+    @property
+    def submits(self) -> SubmitRecord:
+        """The record of unanswered submits and known tasks, shared by all who use this limiter."""
+        ...
+
     async def aclose(self) -> None:
         """Release whatever the limiter holds."""
         ...
@@ -293,9 +301,10 @@ class GcraPacer:
 class CoolDown:
     """A model's pause after 429s: until when, and how many 429s in a row so far.
 
-    Without ``Retry-After`` the pause is ``throttle_backoff * 2**n`` (``n`` = 429s in a row
-    before this one), capped at ``throttle_backoff_max``, plus up to ``throttle_jitter`` of it
-    at random. A pause only ever extends the current one; a successful submit resets ``n``.
+    Without ``Retry-After`` the pause is the retry policy's backoff: ``throttle_backoff * 2**n``
+    (``n`` = 429s in a row before this one), capped at ``throttle_backoff_max``, less up to
+    ``throttle_jitter`` of it at random. A ``Retry-After`` comes capped from the client. A pause
+    only ever extends the current one; a successful submit resets ``n``.
     """
 
     __slots__ = ("_base", "_cap", "_jitter", "_random", "consecutive", "until")
@@ -308,19 +317,18 @@ class CoolDown:
         self.until = -math.inf
         self.consecutive = 0
 
-    def backoff(self, consecutive: int) -> float:
-        """The pause, before jitter, after ``consecutive`` earlier 429s in a row."""
-        # min() first: 2**n overflows a float long before any sane cap is reached.
-        return min(self._base * 2.0 ** min(consecutive, 64), self._cap)
+    def backoff(self, consecutive: int, jitter: float = 0.0) -> float:
+        """The pause after ``consecutive`` earlier 429s in a row (``jitter`` in [0, 1))."""
+        return backoff_delay(
+            consecutive, jitter=jitter, base=self._base, cap=self._cap, spread=self._jitter
+        )
 
     def pause(self, now: float, retry_after: float | None) -> float:
         """Start or extend the pause after a 429; return its length from ``now``."""
         if retry_after is not None and not math.isnan(retry_after):
             seconds = max(retry_after, 0.0)
         else:
-            seconds = self.backoff(self.consecutive)
-            if self._jitter:
-                seconds *= 1.0 + self._jitter * self._random.random()
+            seconds = self.backoff(self.consecutive, self._random.random() if self._jitter else 0.0)
         self.consecutive += 1
         self.until = max(self.until, now + seconds)
         return seconds
@@ -433,6 +441,8 @@ class LocalLimiter:
         limits: the limits to keep; ``Limits()`` (the service's defaults) when omitted.
         clock: where time comes from (tests pass a virtual one).
         rng: the randomness behind backoff jitter (seed one for reproducible runs).
+        submits: the record of unanswered submits and known tasks (a fresh in-process one by
+            default).
 
     Example:
         ```python
@@ -449,6 +459,7 @@ class LocalLimiter:
         *,
         clock: Clock = SYSTEM_CLOCK,
         rng: random.Random | None = None,
+        submits: SubmitRecord | None = None,
     ) -> None:
         self.limits = limits if limits is not None else Limits()
         self._clock = clock
@@ -457,6 +468,8 @@ class LocalLimiter:
         self._poll_pacer = GcraPacer(1.0 / self.limits.poll_rate)
         self._poll_turnstile: anyio.Lock | None = None
         self._polls_granted = 0
+        #: Unanswered submits and known tasks of every runner using this limiter.
+        self.submits: SubmitRecord = submits or LocalSubmitRecord(clock.wall)
 
     def __repr__(self) -> str:
         return f"LocalLimiter({self.limits!r})"

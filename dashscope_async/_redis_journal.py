@@ -331,6 +331,11 @@ class RedisJournal:
     def __repr__(self) -> str:
         return f"RedisJournal({self._address!r}, namespace={self.namespace!r})"
 
+    @property
+    def shared(self) -> bool:
+        """True: every worker on the namespace writes to it."""
+        return True
+
     # --- keys ---------------------------------------------------------------------------------
 
     def key(self, what: str) -> str:

@@ -44,6 +44,11 @@ class JobStore(Protocol):
         ```
     """
 
+    @property
+    def shared(self) -> bool:
+        """True when other processes write to the store while this one runs (a fleet)."""
+        ...
+
     def claim(self, key: str) -> AbstractAsyncContextManager[JournalEntry | None]:
         """Hold the job ``key`` while the block runs; yields what is recorded for it (or None).
 

@@ -30,7 +30,7 @@ from ._journal import _plain, _result_from_json, _result_json
 from ._limits import Limits
 from ._models import Request, SketchToImage, StyleRepaint, TaskResult
 from ._polling import PollPolicy
-from ._runner import AsyncTaskRunner
+from ._runner import AsyncTaskRunner, TaskService
 from .redis import RedisJournal, RedisLimiter
 
 try:
@@ -147,7 +147,7 @@ def _worker_id() -> str:
 
 @attrs.define(eq=False)
 class _WorkerResources:
-    client: AsyncDashScope
+    client: TaskService
     limiter: RedisLimiter
     journal: RedisJournal
 
@@ -167,7 +167,8 @@ class JobQueue:
         poll: when to poll (shorter run-time priors against the emulator).
         budget: a spending cap over every worker (the same in each).
         client_factory: makes each worker's client (default ``AsyncDashScope()``, which reads
-            ``DASHSCOPE_API_KEY`` and ``DASHSCOPE_HTTP_BASE_URL``).
+            ``DASHSCOPE_API_KEY`` and ``DASHSCOPE_HTTP_BASE_URL``); closed with the worker if
+            it has ``aclose``.
         redelivery_after: how long a job taken by a worker that went silent waits before the
             stream hands it to another worker.
         result_ttl: how long outcomes are kept for ``outcome``.
@@ -196,7 +197,7 @@ class JobQueue:
         limits: Limits | None = None,
         poll: PollPolicy | None = None,
         budget: Budget | None = None,
-        client_factory: Callable[[], AsyncDashScope] = AsyncDashScope,
+        client_factory: Callable[[], TaskService] = AsyncDashScope,
         redelivery_after: float = 600.0,
         result_ttl: timedelta = timedelta(hours=24),
         claim_ttl: float = 30.0,
@@ -265,7 +266,9 @@ class JobQueue:
 
     async def _close_worker(self, state: Any) -> None:
         resources: _WorkerResources = state.dashscope
-        await resources.client.aclose()
+        close = getattr(resources.client, "aclose", None)
+        if close is not None:
+            await close()
         await resources.limiter.aclose()
         await resources.journal.aclose()
 

@@ -5,6 +5,8 @@ Sleeps are recorded by a fake clock (or run in virtual time), never slept.
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -12,21 +14,29 @@ from typing import Any
 
 import anyio
 import httpx
+import hypothesis.strategies as st
 import pytest
+from hypothesis import HealthCheck, given, settings
 
 import dashscope_async as ds
 from dashscope_async._client import AsyncDashScope
 from dashscope_async._error_map import error_from_response
+from dashscope_async._files import download_image
+from dashscope_async._poll_loop import TaskPoll, poll_until_done
+from dashscope_async._polling import PollPlanner, PollPolicy
 from dashscope_async._retry import (
     MAX_RETRY_AFTER,
-    CallKind,
+    MAX_RETRY_DELAY,
+    RequestKind,
     RetryPolicy,
     Verdict,
     backoff_delay,
+    is_transient,
     parse_retry_after,
     verdict_for_exception,
     verdict_for_response,
 )
+from tests.images_util import make_image
 from tests.mock_service import (
     API_KEY,
     BASE_URL,
@@ -121,7 +131,9 @@ def _error(status: int, code: str | None = None, *, json_body: bool = True) -> d
     return error_from_response(response, now=NOW)
 
 
-READ, SUBMIT = CallKind.READ, CallKind.SUBMIT
+SUBMIT = RequestKind.SUBMIT
+#: Every kind that may be sent twice follows the read column of the table.
+REPEATABLE = [kind for kind in RequestKind if kind.repeatable]
 R, X, A = Verdict.RETRY, Verdict.RAISE, Verdict.AMBIGUOUS
 
 RESPONSE_TABLE = [
@@ -159,13 +171,17 @@ def test_response_verdicts(
 ) -> None:
     error = _error(status, code, json_body=json_body)
     headers = httpx.Headers()
-    assert verdict_for_response(READ, error, headers) is read
+    for kind in REPEATABLE:
+        assert verdict_for_response(kind, error, headers) is read
+        # What the client retries is what the poll loop and the runner treat as transient.
+        assert is_transient(kind, error) is (read is R)
     assert verdict_for_response(SUBMIT, error, headers) is submit
+    assert is_transient(SUBMIT, error) is (submit is R)
 
 
 def test_throttles_raise_at_once_when_the_caller_paces_itself() -> None:
     error = _error(429, "Throttling.RateQuota")
-    for kind in CallKind:
+    for kind in RequestKind:
         assert verdict_for_response(kind, error, httpx.Headers(), retry_throttled=False) is X
 
 
@@ -186,7 +202,8 @@ def test_x_should_retry(
 ) -> None:
     error = _error(status, code, json_body=code is not None)
     headers = httpx.Headers({"x-should-retry": told})
-    assert verdict_for_response(READ, error, headers) is read
+    for kind in REPEATABLE:
+        assert verdict_for_response(kind, error, headers) is read
     assert verdict_for_response(SUBMIT, error, headers) is submit
 
 
@@ -208,7 +225,8 @@ EXCEPTION_TABLE = [
 
 @pytest.mark.parametrize(("exc", "read", "submit"), EXCEPTION_TABLE)
 def test_exception_verdicts(exc: httpx.TransportError, read: Verdict, submit: Verdict) -> None:
-    assert verdict_for_exception(READ, exc) is read
+    for kind in REPEATABLE:
+        assert verdict_for_exception(kind, exc) is read
     assert verdict_for_exception(SUBMIT, exc) is submit
 
 
@@ -500,29 +518,203 @@ async def test_submit_without_throttle_retries_still_retries_connect_errors() ->
     ],
 )
 async def test_malformed_task_answers_name_the_field(body: Any, field_part: str) -> None:
-    service = ScriptedService([json_response(200, body)])
+    # An answer we cannot read says nothing about the task: retried like a 5xx, then raised.
+    service = ScriptedService(fallback=lambda request: json_response(200, body))
     async with mock_client(service) as client:
         with pytest.raises(ds.ResponseValidationError) as caught:
             await client.get_task("t")
     assert caught.value.field is not None
     assert field_part in caught.value.field
-    assert len(service.requests) == 1
+    assert len(service.requests) == 1 + client.max_retries
 
 
 @pytest.mark.anyio
 async def test_a_task_answer_that_is_not_json() -> None:
-    service = ScriptedService([httpx.Response(200, text="<html>")])
-    async with mock_client(service) as client:
+    service = ScriptedService(fallback=lambda request: httpx.Response(200, text="<html>"))
+    async with mock_client(service, max_retries=0) as client:
         with pytest.raises(ds.ResponseValidationError) as caught:
             await client.get_task("t")
     assert caught.value.field == "$"
+    assert len(service.requests) == 1
+
+
+@pytest.mark.anyio
+async def test_a_gateway_page_instead_of_a_task_answer_is_retried() -> None:
+    service = ScriptedService(
+        [httpx.Response(200, text="<html>busy</html>", headers={"content-type": "text/html"})]
+    ).then(task_answer("RUNNING", task_id="t"))
+    async with mock_client(service) as client:
+        info = await client.get_task("t")
+    assert info.status is ds.TaskStatus.RUNNING
+    assert len(service.requests) == 2
 
 
 @pytest.mark.anyio
 async def test_a_malformed_list_page_names_the_field() -> None:
     service = ScriptedService([json_response(200, {"data": [{"status": "RUNNING"}]})])
-    async with mock_client(service) as client:
+    async with mock_client(service, max_retries=0) as client:
         with pytest.raises(ds.ResponseValidationError) as caught:
             async for _ in client.list_tasks(start=datetime(2026, 1, 1, tzinfo=UTC)):
                 pass
     assert caught.value.field is not None and "task_id" in caught.value.field
+
+
+# --- the policy as a property: every kind, any answers, any Retry-After ---------------------------
+
+#: One answer to one attempt: what kind of answer, and the Retry-After it carries.
+Answer = tuple[str, str | None]
+
+_retry_after_values = st.one_of(
+    st.none(),
+    st.integers(0, 10**7).map(str),
+    st.floats(0, 1e6, allow_nan=False).map(lambda seconds: f"{seconds:.3f}"),
+    st.integers(0, 10**9).map(lambda millis: f"ms:{millis}"),
+    st.integers(-86400, 30 * 86400).map(
+        lambda seconds: format_datetime(WALL_START + timedelta(seconds=seconds), usegmt=True)
+    ),
+    st.sampled_from(["soon", "-5", "inf", "nan", "1e400", ""]),
+)
+_answers: st.SearchStrategy[Answer] = st.one_of(
+    st.tuples(st.sampled_from(["ok", "running"]), st.none()),
+    st.tuples(
+        st.sampled_from(["429", "408", "500", "502-html", "503", "504", "200-html", "401", "400"]),
+        _retry_after_values,
+    ),
+    st.tuples(st.sampled_from(["connect", "read-timeout"]), st.none()),
+)
+
+_POLICY_ANSWER = {
+    "data": {
+        "policy": "cG9saWN5",
+        "signature": "c2ln",
+        "upload_dir": "dashscope-instant/abc",
+        "upload_host": "https://upload.test",
+        "expire_in_seconds": 300,
+        "max_file_size_mb": 100,
+        "capacity_limit_mb": 1000,
+        "oss_access_key_id": "LTAI-test",
+        "x_oss_object_acl": "private",
+        "x_oss_forbid_overwrite": "true",
+    },
+    "request_id": "req-policy",
+}
+
+
+def _success(kind: RequestKind, running: bool) -> httpx.Response:
+    if kind is RequestKind.SUBMIT:
+        return submit_ok()
+    if kind is RequestKind.LIST:
+        return json_response(200, {"data": [], "total": 0, "total_page": 1, "page_no": 1})
+    if kind is RequestKind.CANCEL:
+        return json_response(200, {"request_id": "req-cancel"})
+    if kind is RequestKind.UPLOAD:
+        return json_response(200, _POLICY_ANSWER)
+    if kind is RequestKind.DOWNLOAD:
+        return httpx.Response(200, content=make_image("PNG", 4, 4))
+    status = "RUNNING" if running else "SUCCEEDED"
+    results = [] if running else [{"url": "https://result.test/a.png"}]
+    return task_answer(status, results=results)
+
+
+def _reply(kind: RequestKind, answer: Answer) -> httpx.Response | Exception:
+    name, retry_after = answer
+    headers: dict[str, str] = {}
+    if retry_after is not None:
+        if retry_after.startswith("ms:"):
+            headers["retry-after-ms"] = retry_after.removeprefix("ms:")
+        else:
+            headers["retry-after"] = retry_after
+    if name in ("ok", "running"):
+        return _success(kind, running=name == "running")
+    if name == "connect":
+        return httpx.ConnectError("refused")
+    if name == "read-timeout":
+        return httpx.ReadTimeout("slow")
+    if name == "200-html":
+        return httpx.Response(200, text="<html>busy</html>", headers=headers)
+    if name == "502-html":
+        return httpx.Response(502, text="<html>Bad Gateway</html>", headers=headers)
+    codes = {"429": "Throttling.RateQuota", "408": "RequestTimeOut", "401": "InvalidApiKey"}
+    return error_response(int(name), codes.get(name, "InternalError"), headers=headers)
+
+
+def _longest_wait_allowed(cap: float) -> float:
+    # A server's ask (capped), the backoff's cap, or the planner's longest regular gap.
+    return max(cap, MAX_RETRY_DELAY, PollPolicy().max_interval)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    kind=st.sampled_from(list(RequestKind)),
+    answers=st.lists(_answers, max_size=12),
+    cap=st.floats(0, 120, allow_nan=False),
+    max_retries=st.integers(0, 4),
+    deadline=st.floats(0, 300, allow_nan=False),
+)
+def test_every_wait_is_capped_clipped_and_metered(
+    backend: str,
+    kind: RequestKind,
+    answers: list[Answer],
+    cap: float,
+    max_retries: int,
+    deadline: float,
+) -> None:
+    """Whatever the service answers: no sleep longer than the cap allows, the poll loop never
+    past its deadline, and one budget turn for every metered request sent."""
+
+    async def scenario() -> None:
+        clock = RecordingClock()
+        service = ScriptedService([_reply(kind, answer) for answer in answers])
+        service.fallback = lambda request: _success(kind, running=False)
+        turns = 0
+
+        async def meter() -> None:
+            nonlocal turns
+            turns += 1
+
+        with contextlib.suppress(ds.DashScopeError):
+            async with mock_client(
+                service, clock=clock, max_retries=max_retries, max_retry_after=cap
+            ) as client:
+                if kind is RequestKind.POLL:
+                    try:
+                        await poll_until_done(
+                            TaskPoll("task-1", "wanx-style-repaint-v1", submitted_at=0.0),
+                            service=client,
+                            planner=PollPlanner(),
+                            clock=clock,
+                            deadline=deadline,
+                            meter=meter,
+                        )
+                    finally:
+                        assert clock.t <= deadline + 1e-9
+                    await client.get_task("task-1", meter=meter)
+                elif kind is RequestKind.LIST:
+                    async for _ in client.list_tasks(before_page=meter):
+                        pass
+                elif kind is RequestKind.CANCEL:
+                    await client.cancel_task("task-1", meter=meter)
+                elif kind is RequestKind.SUBMIT:
+                    await client.submit(REPAINT)
+                elif kind is RequestKind.UPLOAD:
+                    await client._get_upload_policy(REPAINT.model)
+                else:
+                    with tempfile.TemporaryDirectory() as folder:
+                        await download_image(
+                            client.http,
+                            "https://result.test/a.png",
+                            folder,
+                            retries=max_retries,
+                            clock=clock,
+                        )
+        assert all(0 <= pause <= _longest_wait_allowed(cap) for pause in clock.sleeps)
+        if kind.metered:
+            assert turns == len(service.requests)
+        else:
+            assert turns == 0
+        if kind is not RequestKind.POLL:
+            # Retries are bounded too: the first attempt and max_retries more, at most.
+            assert len(service.requests) <= max_retries + 1 or kind is RequestKind.LIST
+
+    anyio.run(scenario, backend=backend)

@@ -18,6 +18,7 @@ import pytest
 
 import dashscope_async as ds
 from dashscope_async._journal import JobState, fingerprint
+from dashscope_async._runner._journaling import ticket_token
 from dashscope_async.redis import RedisJournal, RedisLimiter
 from tests.fake_service import FakeClient
 from tests.redis_server import RedisServer, redis_server
@@ -79,6 +80,20 @@ async def fleet(
         yield runners
 
 
+async def died_after_sending(
+    runner: ds.AsyncTaskRunner, key: str, sent: ds.Request, fake: FakeClient
+) -> None:
+    """What a worker leaves behind when it dies with a submit sent and its answer not read:
+    the job's intent in the store, and the submit's ticket in the limiter's record."""
+    journal = runner.journal
+    assert journal is not None
+    sent_at = fake.clock.wall()
+    await journal.record_intent(
+        key, index=0, model=MODEL, fingerprint=fingerprint(sent), sent_at=sent_at
+    )
+    await runner.limiter.submits.sent(MODEL, sent_at, ticket_token(key, sent_at))
+
+
 async def test_two_workers_given_the_same_job_at_once_make_one_task(server: RedisServer) -> None:
     fake = FakeClient(run_seconds=0.2)
     async with fleet(server, fake, 2) as (first, second):
@@ -138,13 +153,7 @@ async def test_an_intent_without_a_task_id_is_reconciled(
         journal = runner.journal
         assert isinstance(journal, RedisJournal)
         # A worker died after sending the submit, before its answer was recorded.
-        await journal.record_intent(
-            "order-1",
-            index=0,
-            model=MODEL,
-            fingerprint=fingerprint(request(1)),
-            sent_at=fake.clock.wall(),
-        )
+        await died_after_sending(runner, "order-1", request(1), fake)
         if task_exists:
             fake._create(request(1))
         result = await runner.run(request(1), key="order-1")
@@ -156,7 +165,7 @@ async def test_an_intent_without_a_task_id_is_reconciled(
     assert len(fake.submit_times) == (1 if task_exists else 2)
 
 
-async def test_an_unknown_task_is_not_adopted_while_other_submits_are_unanswered(
+async def test_a_task_is_not_adopted_while_another_workers_submit_is_unanswered(
     server: RedisServer,
 ) -> None:
     fake = FakeClient(run_seconds=0.1)
@@ -164,13 +173,7 @@ async def test_an_unknown_task_is_not_adopted_while_other_submits_are_unanswered
         journal = runner.journal
         assert isinstance(journal, RedisJournal)
         for key, number in (("order-1", 1), ("order-2", 2)):
-            await journal.record_intent(
-                key,
-                index=0,
-                model=MODEL,
-                fingerprint=fingerprint(request(number)),
-                sent_at=fake.clock.wall(),
-            )
+            await died_after_sending(runner, key, request(number), fake)
         fake._create(request(2))  # made by order-2's submit, but the list cannot say so
         outcome = await runner.submit(request(1), key="order-1").wait()
     assert isinstance(outcome.error, ds.AmbiguousSubmitError)

@@ -179,7 +179,8 @@ async def _work(settings: dict[str, Any]) -> None:
             poll=poll,
             budget=budget,
             download_dir=settings["download_dir"],
-            reconcile_grace=0.2,
+            reconcile_grace=0.3,
+            reconcile_timeout=2.0,
         ) as runner,
         await anyio.open_file(settings["outcomes"], "a") as out,
     ):
@@ -467,7 +468,7 @@ def test_redis_restarting_mid_batch_is_waited_out_and_doubles_nothing(
     restarted: list[float] = []  # the emulator's clock: the real monotonic one
 
     def restart_once(now: float) -> None:
-        if not restarted and now > 2.0:
+        if not restarted and len(server.emulator.tasks) >= 4:
             restarted.append(time.monotonic())
             redis.restart(down_for=1.0)  # appendonly: every record survives
 
@@ -492,7 +493,7 @@ def test_redis_lost_for_good_stops_submissions_with_a_clear_error(
     lost: list[float] = []
 
     def lose_once(now: float) -> None:
-        if not lost and now > 2.0:
+        if not lost and len(server.emulator.tasks) >= 4:
             lost.append(time.monotonic())
             redis.stop()
 
