@@ -12,7 +12,7 @@ Example:
     ```
 """
 
-from ._budget import Budget, BudgetLedger
+from ._budget import Budget, BudgetLedger, Spending
 from ._client import AsyncDashScope
 from ._clock import Clock
 from ._config import MODELS, SKETCH_TO_IMAGE, STYLE_REPAINT, ImageRules, ModelSpec
@@ -49,6 +49,7 @@ from ._errors import (
 from ._estimate import Estimate, ModelEstimate, estimate
 from ._events import EventKind, EventStream, RunnerEvent
 from ._journal import JobState, Journal, JournalEntry
+from ._store import JobStore
 from ._limits import Limiter, Limits, LocalLimiter, ModelLimits, SlotLease
 from ._models import (
     GeneratedImage,
@@ -88,6 +89,7 @@ __all__ = [
     "Budget",
     "BudgetExceededError",
     "BudgetLedger",
+    "Spending",
     "Clock",
     "DashScopeError",
     "Estimate",
@@ -103,6 +105,7 @@ __all__ = [
     "JobHandle",
     "JobState",
     "JobStatus",
+    "JobStore",
     "Journal",
     "JournalEntry",
     "JournalError",
