@@ -49,7 +49,6 @@ from ._errors import (
 from ._estimate import Estimate, ModelEstimate, estimate
 from ._events import EventKind, EventStream, RunnerEvent
 from ._journal import JobState, Journal, JournalEntry
-from ._store import JobStore
 from ._limits import Limiter, Limits, LocalLimiter, ModelLimits, SlotLease
 from ._models import (
     GeneratedImage,
@@ -71,6 +70,7 @@ from ._models import (
 )
 from ._polling import PollPlanner, PollPolicy, RunTimeStats
 from ._runner import AsyncTaskRunner, Batch, Job, JobHandle, JobStatus, Outcome, TaskService
+from ._store import JobStore
 from ._version import __version__
 
 __all__ = [
@@ -89,7 +89,6 @@ __all__ = [
     "Budget",
     "BudgetExceededError",
     "BudgetLedger",
-    "Spending",
     "Clock",
     "DashScopeError",
     "Estimate",
@@ -137,6 +136,7 @@ __all__ = [
     "SketchStyle",
     "SketchToImage",
     "SlotLease",
+    "Spending",
     "StyleRepaint",
     "Task",
     "TaskCanceledError",

@@ -463,6 +463,19 @@ class RedisJournal:
         totals = await self._call("spent", lambda: self._redis.hgetall(self.key("spent")))
         return {_text(model): int(count) for model, count in sorted(totals.items())}
 
+    async def claimed(self, keys: Sequence[str]) -> set[str]:
+        """Which of ``keys`` a live worker holds now (a job in flight, not one left behind)."""
+        unique = list(dict.fromkeys(keys))
+        held: set[str] = set()
+        for start in range(0, len(unique), READ_CHUNK):
+            chunk = unique[start : start + READ_CHUNK]
+            pipe = self._redis.pipeline(transaction=False)
+            for key in chunk:
+                pipe.exists(self.key(f"claim:{key}"))
+            flags = await self._call("claimed", pipe.execute)
+            held.update(key for key, flag in zip(chunk, flags, strict=True) if flag)
+        return held
+
     async def task_ids(self) -> set[str]:
         """Every task id the fleet recorded (never adopted for another job's lost submit)."""
         return set(await self._live("tasks"))
