@@ -21,7 +21,7 @@ judge: which job created which task (each job's key is in its request body), and
 - Redis lost for good: the jobs not yet submitted end with a clear error, nothing is doubled.
 
 Not about the account's real limits (tests/e2e/test_scale_out.py is): both models run at 10
-submits/s on both sides and tasks run 100 times faster than the service's (a repaint in 0.15 s),
+submits/s on both sides and tasks run 50 times faster than the service's (a repaint in 0.3 s),
 so a batch with a dozen kills takes seconds, not minutes. Asyncio only (redis-py).
 """
 
