@@ -8,7 +8,8 @@ the ``RedisJournal`` every worker of a fleet shares. The stores live in ``_journ
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -57,8 +58,14 @@ async def _report(
     )
 
 
-async def read_store(path: Path | None, store_url: str | None, namespace: str) -> StoreReport:
-    """The report of the journal at ``path``, or of the Redis store at ``store_url``."""
+@asynccontextmanager
+async def open_store(
+    path: Path | None, store_url: str | None, namespace: str
+) -> AsyncIterator[tuple[JobStore, Callable[[list[str]], Awaitable[set[str]]] | None]]:
+    """The journal at ``path``, or the Redis store at ``store_url``, open for the block; with
+    how to tell which unanswered jobs a live worker holds (None for a file: nobody else can)."""
+    if (path is None) == (store_url is None):
+        raise CliError("give a journal file or --store URL (one of them)")
     if store_url is not None:
         if not store_url.lower().startswith(REDIS_SCHEMES):
             raise CliError(
@@ -72,20 +79,30 @@ async def read_store(path: Path | None, store_url: str | None, namespace: str) -
                 "reading a Redis store needs redis-py", hint="pip install 'dashscope-async[redis]'"
             ) from None
         try:
-            async with RedisJournal(
-                store_url, namespace=namespace, unavailable_timeout=5.0
-            ) as shared:
-                return await _report(shared, shared.claimed)
-        except (JournalError, ValueError) as exc:
-            raise CliError(str(exc), hint="is Redis running at that address?") from None
+            shared = RedisJournal(store_url, namespace=namespace, unavailable_timeout=5.0)
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
+        async with shared:
+            yield shared, shared.claimed
+        return
     assert path is not None
     if not await anyio.Path(path).is_file():
         raise CliError(f"no journal at {path}", hint="give the file a batch wrote (--journal)")
     try:
-        async with await Journal.open(path) as journal:
-            return await _report(journal, None)
+        journal = await Journal.open(path)
     except JournalError as exc:
         raise CliError(str(exc), hint="is a batch still running with it?") from None
+    async with journal:
+        yield journal, None
+
+
+async def read_store(path: Path | None, store_url: str | None, namespace: str) -> StoreReport:
+    """The report of the journal at ``path``, or of the Redis store at ``store_url``."""
+    try:
+        async with open_store(path, store_url, namespace) as (store, held_of):
+            return await _report(store, held_of)
+    except JournalError as exc:
+        raise CliError(str(exc), hint="is Redis running at that address?") from None
 
 
 def _when(moment: datetime | None) -> str | None:
@@ -125,8 +142,6 @@ def journal(ctx: click.Context, path: Path | None, store_url: str | None, namesp
     Examples:  dashscope-async journal out/journal.sqlite
                dashscope-async journal --store redis://127.0.0.1:6379/0 --namespace acme
     """
-    if (path is None) == (store_url is None):
-        raise CliError("give a journal file or --store URL (one of them)")
     settings = settings_of(ctx)
     report = anyio.run(read_store, path, store_url, namespace)
     out = settings.stdout()
