@@ -11,6 +11,7 @@ one) and never holds a task group.
 
 from __future__ import annotations
 
+import secrets
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from pathlib import Path
@@ -127,11 +128,17 @@ class _Budget:
             self.held = self.images
 
     async def settle(self, billed: int) -> None:
-        if self.spending is not None:
+        if self.spending is None:
+            return
+        try:
             # Shielded: a reservation left behind would hold the cap for everyone sharing it.
             with anyio.CancelScope(shield=True):
                 await self.spending.settle(self.job, self.model, self.held, billed)
-            self.held = 0
+        except DashScopeError as exc:
+            # The job's own outcome stands (its task may have succeeded); the reservation stays
+            # held, on the safe side, until the store lets it lapse.
+            logger.warning("could not settle the budget of %s: %s", self.job, exc)
+        self.held = 0
 
 
 @attrs.define
@@ -174,7 +181,7 @@ class JobPipeline:
             known = self._known_task(state, entry)
             budget = _Budget(
                 self.spending,
-                state.journal_key or f"unkeyed:{id(state)}",
+                state.journal_key or f"unkeyed:{secrets.token_hex(12)}",
                 state.model,
                 0 if known else state.request.images_requested,
             )
