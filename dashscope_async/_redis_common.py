@@ -1,13 +1,14 @@
 """What the Redis-backed parts (the limiter, the job store) share: connecting, naming, asyncio.
 
-Owns how a Redis URL or client becomes a connection (timeouts, a short retry ladder), how long
-a call waits for an unreachable Redis (``patiently``), how an address is shown without its
+Owns how a Redis URL or client becomes a connection (timeouts, a short retry ladder), the one
+retry loop every call rides a Redis outage out with (``Outage``), how an address is shown without its
 password, the asyncio-only check, and how a lease's heartbeat runs beside the work it guards.
 Sends no command of its own.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -15,6 +16,9 @@ from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
 import anyio
+
+from ._logging import get_logger
+from ._retry import backoff_delay
 
 try:
     import redis.asyncio as aioredis
@@ -27,19 +31,21 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 __all__ = [
+    "Outage",
     "beside",
     "check_namespace",
     "connect",
-    "patiently",
     "redacted_address",
     "require_asyncio",
 ]
 
 T = TypeVar("T")
 
-#: The first and the longest pause between tries while Redis is unreachable.
-FIRST_PAUSE: Final = 0.05
-LONGEST_PAUSE: Final = 1.0
+logger = get_logger("redis")
+
+#: Backoff between Redis attempts during an outage: 0.1 s doubling up to 2 s.
+OUTAGE_BACKOFF: Final = 0.1
+OUTAGE_BACKOFF_MAX: Final = 2.0
 
 
 def require_asyncio(owner: str, operation: str) -> None:
@@ -108,21 +114,70 @@ async def beside(heartbeat: Callable[[], Coroutine[Any, Any, None]]) -> AsyncIte
         raise error
 
 
-async def patiently(call: Callable[[], Awaitable[T]], *, patience: float) -> T:
-    """``call()``, tried again while Redis is unreachable, for up to ``patience`` seconds.
+class Outage:
+    """One Redis client's outage, and the one retry loop every call of that client goes through.
 
-    Pauses double from ``FIRST_PAUSE`` to ``LONGEST_PAUSE`` (with jitter); the last error is
-    raised once ``patience`` has run out. Every call given here must be safe to repeat: a
-    script whose answer was lost may have run.
+    A failed call is tried again with backoff (``OUTAGE_BACKOFF`` doubling up to
+    ``OUTAGE_BACKOFF_MAX``, the retry policy's formula) for up to ``grace`` seconds. The grace
+    is counted from the first failure of the outage, not of this call, so once Redis has been
+    gone that long every call fails at its first attempt (callers queued behind each other do
+    not wait a grace each), and succeeds again as soon as Redis is back. Every call given here
+    must be safe to repeat: a script whose answer was lost may have run.
+
+    Args:
+        grace: seconds of an outage a call rides out before its error is raised.
+        what: names the Redis in log lines ("the shared limiter's Redis").
     """
-    deadline = anyio.current_time() + patience
-    pause = FIRST_PAUSE
-    while True:
-        try:
-            return await call()
-        except (RedisError, OSError):
-            left = deadline - anyio.current_time()
-            if left <= 0:
-                raise
-        await anyio.sleep(min(left, pause * random.uniform(0.5, 1.0)))
-        pause = min(pause * 2, LONGEST_PAUSE)
+
+    def __init__(self, grace: float, what: str) -> None:
+        if not grace >= 0:
+            raise ValueError(f"outage_grace must be at least 0: {grace!r}")
+        self.grace = grace
+        self.what = what
+        #: Loop time Redis first failed in the current outage; None while it answers.
+        self.since: float | None = None
+        self._random = random.Random()
+
+    @property
+    def ongoing(self) -> bool:
+        """True from a failed call until the next call that reaches Redis."""
+        return self.since is not None
+
+    async def call(
+        self,
+        operation: Callable[[], Awaitable[T]],
+        *,
+        patient: bool = True,
+        attempt_timeout: float | None = None,
+    ) -> T:
+        """``operation()``, retried through the outage; raises its last ``RedisError`` or
+        ``OSError`` once the grace has run out. ``patient=False`` makes one attempt;
+        ``attempt_timeout`` counts an attempt unanswered that long as failed."""
+        retries_taken = 0
+        while True:
+            try:
+                with anyio.fail_after(math.inf if attempt_timeout is None else attempt_timeout):
+                    result = await operation()
+            except (RedisError, OSError) as exc:  # TimeoutError is an OSError
+                now = anyio.current_time()
+                if self.since is None:
+                    self.since = now
+                    logger.warning("%s is unreachable (%s); retrying", self.what, exc)
+                left = self.since + self.grace - now
+                if not patient or left <= 0:
+                    raise
+                pause = backoff_delay(
+                    retries_taken,
+                    jitter=self._random.random(),
+                    base=OUTAGE_BACKOFF,
+                    cap=OUTAGE_BACKOFF_MAX,
+                )
+                await anyio.sleep(min(pause, left))
+                retries_taken += 1
+                continue
+            if self.since is not None:
+                logger.warning(
+                    "%s answers again after %.1f s", self.what, anyio.current_time() - self.since
+                )
+                self.since = None
+            return result

@@ -52,7 +52,7 @@ from ._journal import (
 )
 from ._logging import get_logger, redact
 from ._models import TaskResult
-from ._redis_common import beside, check_namespace, connect, patiently, require_asyncio
+from ._redis_common import Outage, beside, check_namespace, connect, require_asyncio
 
 try:
     import redis.asyncio as aioredis
@@ -264,7 +264,7 @@ class RedisJournal:
 
     Asyncio only (redis-py is built on asyncio). Records expire ``ttl`` after their last write
     (default 48 hours, past the service's 24-hour retention). No credential is stored. A Redis
-    that goes away is waited for (``unavailable_timeout``); one gone for longer ends the jobs
+    that goes away is waited for (``outage_grace``); one gone for longer ends the jobs
     that need it with ``JournalError``, before anything new is submitted for them.
 
     Args:
@@ -275,8 +275,9 @@ class RedisJournal:
         claim_ttl: seconds a job's claim lasts without a heartbeat: how long a dead worker's job
             waits before another worker takes it up.
         claim_poll_interval: seconds between looks while waiting for another worker's job.
-        unavailable_timeout: how long a call waits for an unreachable Redis (a restart, a
-            failover) before the job meets ``JournalError``.
+        outage_grace: seconds of a Redis outage (a restart, a failover) every call rides out,
+            retrying with backoff, before the job meets ``JournalError``; the limiter's retry
+            loop (``RedisLimiter(outage_grace=...)``).
 
     Example:
         ```python
@@ -302,12 +303,11 @@ class RedisJournal:
         ttl: float | timedelta = timedelta(hours=48),
         claim_ttl: float = 30.0,
         claim_poll_interval: float = 0.25,
-        unavailable_timeout: float = 30.0,
+        outage_grace: float = 30.0,
     ) -> None:
         check_namespace(namespace)
-        if unavailable_timeout < 0:
-            raise ValueError(f"unavailable_timeout must be >= 0: {unavailable_timeout!r}")
-        self.unavailable_timeout = unavailable_timeout
+        self._outage = Outage(outage_grace, "the job store's Redis")
+        self.outage_grace = outage_grace
         self.ttl = _seconds("ttl", ttl)
         if self.ttl <= RETENTION.total_seconds():
             raise ValueError(
@@ -353,7 +353,7 @@ class RedisJournal:
         if self._closed:
             raise JournalError(f"the journal at {self._address} is closed")
         try:
-            return await patiently(command, patience=self.unavailable_timeout)
+            return await self._outage.call(command)
         except (RedisError, OSError) as exc:
             raise JournalError(
                 f"the job store's Redis at {self._address} is unavailable ({exc}); nothing"

@@ -1,8 +1,9 @@
 """A throwaway ``redis-server`` on a free loopback port, for the tests that need a real Redis.
 
-``RedisServer.start()`` runs Debian's ``redis-server`` in a temporary directory (bound to
-127.0.0.1 only; no persistence unless asked for an append-only file) and waits until it answers;
-``stop()`` ends it and ``restart()`` brings it back on the same port. When the binary is
+``RedisServer.start()`` runs Debian's ``redis-server`` in a temporary directory (no persistence
+unless ``appendonly=True``, bound to 127.0.0.1 only) and waits until it answers; ``stop()`` ends
+it, and ``start()`` again (or ``restart()``) brings it back on the same port (with its data, when
+append-only). When the binary is
 missing the test is skipped with the reason shown, or failed under ``CI=true``, where CI's
 script installs it and a silent skip would hide the scale-out tests.
 """
@@ -105,10 +106,11 @@ class RedisServer:
             time.sleep(0.02)
 
     def stop(self) -> None:
-        """Stop the server (it keeps its data only with ``appendonly``)."""
+        """Stop the server (it keeps its data only when append-only)."""
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return
+        process.send_signal(signal.SIGCONT)  # a frozen server must be able to hear the TERM
         process.send_signal(signal.SIGTERM)
         try:
             process.wait(timeout=5)
@@ -121,6 +123,17 @@ class RedisServer:
         self.stop()
         time.sleep(down_for)
         self.start()
+
+    def freeze(self) -> None:
+        """Stop the process (SIGSTOP): connections stay open and nothing answers, as a hung
+        server or a partitioned network behaves."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """Let a frozen server go on (SIGCONT)."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGCONT)
 
     @property
     def running(self) -> bool:

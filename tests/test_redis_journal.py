@@ -347,7 +347,7 @@ async def test_a_dead_workers_reservation_lapses_with_the_records(server: RedisS
 
 async def test_an_unreachable_redis_is_a_journal_error_without_the_password() -> None:
     url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
-    async with RedisJournal(url, unavailable_timeout=0.3) as journal:
+    async with RedisJournal(url, outage_grace=0.3) as journal:
         with pytest.raises(ds.JournalError, match="unavailable") as caught:
             await intent(journal, "job")
         assert "hunter2" not in str(caught.value)
@@ -363,7 +363,7 @@ async def test_trio_gets_a_clear_error() -> None:
 
 async def test_a_redis_restart_is_waited_out_and_keeps_the_records() -> None:
     with redis_server(appendonly=True) as own_server:
-        async with journals(own_server, 1, unavailable_timeout=10.0) as (journal,):
+        async with journals(own_server, 1, outage_grace=10.0) as (journal,):
             await intent(journal, "job")
             own_server.stop()
             async with anyio.create_task_group() as group:
@@ -375,7 +375,7 @@ async def test_a_redis_restart_is_waited_out_and_keeps_the_records() -> None:
     assert (entry.state, entry.task_id, entry.sent_at) == (JobState.SUBMITTED, "t-1", SENT)
 
 
-@pytest.mark.parametrize("option", ["unavailable_timeout", "claim_ttl", "claim_poll_interval"])
+@pytest.mark.parametrize("option", ["outage_grace", "claim_ttl", "claim_poll_interval"])
 def test_bad_timings_are_refused(option: str) -> None:
     options: dict[str, Any] = {option: -1.0}
     with pytest.raises(ValueError, match=option):

@@ -27,6 +27,7 @@ from .._errors import (
     BadRequestError,
     DashScopeError,
     JobCanceledError,
+    JournalError,
     RecordedFailureError,
     TaskFailedError,
     TaskNotFoundError,
@@ -35,12 +36,15 @@ from .._errors import (
 )
 from .._journal import JobState as JournalState
 from .._journal import JournalEntry, fingerprint, job_key
+from .._logging import get_logger
 from .._models import TaskResult, TaskStatus
 from .._store import JobStore
 from .._submits import SubmitRecord, SubmitTicket
 from ._jobs import JobState
 
 __all__ = ["JobJournal"]
+
+logger = get_logger("runner")
 
 
 class JobJournal:
@@ -178,9 +182,18 @@ class JobJournal:
         state.intent_recorded = True
 
     async def submitted(self, state: JobState, task_id: str) -> None:
-        """The service accepted the job's submit (or its task was found)."""
+        """The service accepted the job's submit (or its task was found).
+
+        A store that cannot take the record (Redis gone) does not stop the job: its task runs,
+        billed, and is still collected. The entry stays an intent, so a later run reconciles it.
+        """
         if self.journal is not None and state.journal_key is not None:
-            await self.journal.record_submitted(state.journal_key, task_id)
+            try:
+                await self.journal.record_submitted(state.journal_key, task_id)
+            except JournalError as exc:
+                logger.warning(
+                    "job %d: task %s could not be recorded: %s", state.index, task_id, exc
+                )
 
     async def finished(
         self,

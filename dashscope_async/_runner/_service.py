@@ -57,13 +57,13 @@ class TaskService(Protocol):
         ...
 
     async def get_task(self, task_id: str, *, retry: bool = True) -> TaskInfo:
-        """One poll."""
+        """One poll (``retry=False``: one request, for the runner's poll loop to meter)."""
         ...
 
     async def cancel_task(
         self, task_id: str, *, meter: Callable[[], Awaitable[None]] | None = None
     ) -> None:
-        """Cancel a PENDING task; ``meter`` is awaited before every attempt (the poll budget)."""
+        """Cancel a PENDING task; ``meter`` is awaited before every attempt."""
         ...
 
     def list_tasks(
@@ -76,5 +76,5 @@ class TaskService(Protocol):
         *,
         before_page: Callable[[], Awaitable[None]] | None = None,
     ) -> AsyncIterator[TaskListItem]:
-        """The account's task list, page by page."""
+        """The account's task list, page by page; ``before_page`` before every request."""
         ...

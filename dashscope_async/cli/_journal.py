@@ -79,7 +79,7 @@ async def open_store(
                 "reading a Redis store needs redis-py", hint="pip install 'dashscope-async[redis]'"
             ) from None
         try:
-            shared = RedisJournal(store_url, namespace=namespace, unavailable_timeout=5.0)
+            shared = RedisJournal(store_url, namespace=namespace, outage_grace=5.0)
         except ValueError as exc:
             raise CliError(str(exc)) from None
         async with shared:

@@ -132,7 +132,7 @@ class Reply:
     content_type: str = JSON
     render: Callable[[], bytes] | None = None
     fault: Fault | None = None
-    headers: tuple[tuple[str, str], ...] = ()
+    headers: Mapping[str, str] = attrs.field(factory=dict)
 
 
 @attrs.frozen
@@ -319,7 +319,9 @@ class EmulatorCore:
             else:
                 reply = _wire_reply(ErrorWire(fault.code, fault.message, request_id), fault.status)
             if fault.retry_after is not None:
-                reply = attrs.evolve(reply, headers=(("retry-after", fault.retry_after),))
+                value = fault.retry_after
+                header = value if isinstance(value, str) else f"{value:g}"
+                reply = attrs.evolve(reply, headers={"retry-after": header})
             return reply
         return None
 

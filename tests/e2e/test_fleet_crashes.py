@@ -18,7 +18,8 @@ judge: which job created which task (each job's key is in its request body), and
   one task per job, 9 tasks in all, and both workers report the same outcome for each job.
 - Redis restarted mid-batch (data kept with appendonly): jobs go on or are taken up again,
   nothing is doubled.
-- Redis lost for good: the jobs not yet submitted end with a clear error, nothing is doubled.
+- Redis lost for good: the jobs not yet submitted end with a clear error, the tasks running are
+  still collected, nothing is doubled.
 
 Not about the account's real limits (tests/e2e/test_scale_out.py is): both models run at 10
 submits/s on both sides and tasks run 50 times faster than the service's (a repaint in 0.3 s),
@@ -148,14 +149,14 @@ async def _work(settings: dict[str, Any]) -> None:
         limits=limits,
         lease_ttl=settings["lease_ttl"],
         slot_poll_interval=0.05,
-        unavailable_timeout=settings["unavailable_timeout"],
+        outage_grace=settings["outage_grace"],
     )
     journal = RedisJournal(
         settings["redis_url"],
         namespace=settings["namespace"],
         claim_ttl=settings["lease_ttl"],
         claim_poll_interval=0.05,
-        unavailable_timeout=settings["unavailable_timeout"],
+        outage_grace=settings["outage_grace"],
     )
     _install_kill(client, journal, settings.get("kill"))
     poll = ds.PollPolicy(
@@ -237,7 +238,7 @@ class Fleet:
             "outcomes": str(self.outcomes),
             "download_dir": str(tmp_path / "images"),
             "lease_ttl": 1.0,
-            "unavailable_timeout": 30.0,
+            "outage_grace": 30.0,
             **settings,
         }
         self.jobs = jobs
@@ -498,7 +499,7 @@ def test_redis_lost_for_good_stops_submissions_with_a_clear_error(
             redis.stop()
 
     with serving() as server:
-        fleet = Fleet(redis, server, tmp_path, jobs, unavailable_timeout=1.0)
+        fleet = Fleet(redis, server, tmp_path, jobs, outage_grace=1.0)
         fleet.run(90, on_tick=lose_once)
         emulator = server.emulator
         tasks_per_job = Counter(job_of(task) for task in emulator.tasks.values())
@@ -512,8 +513,10 @@ def test_redis_lost_for_good_stops_submissions_with_a_clear_error(
     assert set(tasks_per_job.values()) <= {1}  # nothing doubled
     # Nothing was submitted once Redis had gone (but a submit already on its way).
     assert all(t < lost[0] + 0.5 for t in times)
-    # A job without a task ended with the error, never submitted later.
+    # A job without a task ended with the error, never submitted later; every task that was
+    # running was still collected (polled under the limiter's local budget).
     assert all(r["error"] for r in reports if r["key"] not in tasks_per_job)
+    assert all(r["ok"] for r in reports if r["key"] in tasks_per_job)
 
 
 if __name__ == "__main__":
