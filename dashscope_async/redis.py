@@ -37,7 +37,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
-from urllib.parse import urlsplit
 
 import anyio
 import attrs
@@ -45,14 +44,12 @@ import attrs
 from ._errors import LimiterUnavailableError
 from ._limits import CoolDown, GcraPacer, Limits
 from ._logging import get_logger
-from ._redis_common import Outage, beside
+from ._redis_common import Outage, beside, connect, require_asyncio
 from ._redis_journal import BudgetTotals, RedisJournal, RedisSpending
 from ._submits import RECORD_MEMORY, Screening, SubmitTicket
 
 try:
     import redis.asyncio as aioredis
-    from redis.asyncio.retry import Retry
-    from redis.backoff import ExponentialBackoff
     from redis.exceptions import RedisError
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
@@ -222,26 +219,7 @@ class RedisSlotLease:
 
 
 def _require_asyncio(operation: str) -> None:
-    # sniffio ships with trio, so when it cannot be imported the loop is asyncio.
-    try:
-        import sniffio
-    except ImportError:  # pragma: no cover - trio (and so sniffio) is installed in tests
-        return
-    library = sniffio.current_async_library()
-    if library != "asyncio":
-        raise RuntimeError(
-            f"RedisLimiter.{operation} needs asyncio, but this code runs on {library}: "
-            "redis-py's client is asyncio-only. Run the worker on asyncio, or use the "
-            "in-process limiter (the runner's default), which works on trio."
-        )
-
-
-def _redacted_address(url: str) -> str:
-    # Never show a password: keep scheme, host, port and database only.
-    parts = urlsplit(url)
-    host = parts.hostname or "localhost"
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
+    require_asyncio("RedisLimiter", operation)
 
 
 class RedisLimiter:
@@ -312,23 +290,7 @@ class RedisLimiter:
         if slot_poll_interval <= 0:
             raise ValueError(f"slot_poll_interval must be positive: {slot_poll_interval!r}")
         outage = Outage(outage_grace, "the shared limiter's Redis")
-        if isinstance(url_or_client, str):
-            self._address = _redacted_address(url_or_client)
-            self._redis: aioredis.Redis[Any] = aioredis.Redis.from_url(
-                url_or_client,
-                socket_connect_timeout=5.0,
-                socket_timeout=5.0,
-                # A down Redis should fail the wait quickly, not after a long retry ladder.
-                retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
-            )
-            self._owns_client = True
-        else:
-            kwargs = url_or_client.connection_pool.connection_kwargs
-            self._address = (
-                f"redis://{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
-            )
-            self._redis = url_or_client
-            self._owns_client = False
+        self._redis, self._owns_client, self._address = connect(url_or_client)
         self.namespace = namespace
         self.limits = limits if limits is not None else Limits()
         self.lease_ttl = lease_ttl
