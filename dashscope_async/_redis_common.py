@@ -24,7 +24,13 @@ try:
     import redis.asyncio as aioredis
     from redis.asyncio.retry import Retry
     from redis.backoff import ExponentialBackoff
-    from redis.exceptions import RedisError
+    from redis.exceptions import (
+        ClusterDownError,
+        ReadOnlyError,
+        RedisError,
+        ResponseError,
+        TryAgainError,
+    )
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         "dashscope_async.redis needs redis-py: pip install 'dashscope-async[redis]'"
@@ -46,6 +52,10 @@ logger = get_logger("redis")
 #: Backoff between Redis attempts during an outage: 0.1 s doubling up to 2 s.
 OUTAGE_BACKOFF: Final = 0.1
 OUTAGE_BACKOFF_MAX: Final = 2.0
+#: Errors Redis answers that mean "not now" (a failover, a resharding), retried like an outage.
+#: Any other answered error (a script's own error, a wrong type) is raised at once: trying it
+#: again would only fail again.
+NOT_NOW: Final = (ReadOnlyError, TryAgainError, ClusterDownError)
 
 
 def require_asyncio(owner: str, operation: str) -> None:
@@ -151,7 +161,8 @@ class Outage:
         attempt_timeout: float | None = None,
     ) -> T:
         """``operation()``, retried through the outage; raises its last ``RedisError`` or
-        ``OSError`` once the grace has run out. ``patient=False`` makes one attempt;
+        ``OSError`` once the grace has run out (an error Redis answered, other than a "not now",
+        at once). ``patient=False`` makes one attempt;
         ``attempt_timeout`` counts an attempt unanswered that long as failed."""
         retries_taken = 0
         while True:
@@ -159,6 +170,8 @@ class Outage:
                 with anyio.fail_after(math.inf if attempt_timeout is None else attempt_timeout):
                     result = await operation()
             except (RedisError, OSError) as exc:  # TimeoutError is an OSError
+                if isinstance(exc, ResponseError) and not isinstance(exc, NOT_NOW):
+                    raise
                 now = anyio.current_time()
                 if self.since is None:
                     self.since = now

@@ -151,8 +151,8 @@ for _, job in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)) do
   local held = redis.call('HGET', KEYS[2], job)
   if held and held ~= 'billed' then
     local images, ucny = string.match(held, '^(%d+):(%d+)$')
-    redis.call('HINCRBY', KEYS[1], 'reserved_images', -tonumber(images))
-    redis.call('HINCRBY', KEYS[1], 'reserved_ucny', -tonumber(ucny))
+    redis.call('HINCRBY', KEYS[1], 'reserved_images', 0 - tonumber(images))
+    redis.call('HINCRBY', KEYS[1], 'reserved_ucny', 0 - tonumber(ucny))
   end
   redis.call('HDEL', KEYS[2], job)
   redis.call('ZREM', KEYS[3], job)
@@ -183,8 +183,8 @@ local held = redis.call('HGET', KEYS[2], ARGV[1])
 if held == 'billed' then return 0 end
 if held then
   local images, ucny = string.match(held, '^(%d+):(%d+)$')
-  redis.call('HINCRBY', KEYS[1], 'reserved_images', -tonumber(images))
-  redis.call('HINCRBY', KEYS[1], 'reserved_ucny', -tonumber(ucny))
+  redis.call('HINCRBY', KEYS[1], 'reserved_images', 0 - tonumber(images))
+  redis.call('HINCRBY', KEYS[1], 'reserved_ucny', 0 - tonumber(ucny))
 end
 local billed = tonumber(ARGV[2])
 if billed > 0 then

@@ -19,6 +19,8 @@ from typing import Any
 import anyio
 import pytest
 import redis.asyncio as aioredis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import dashscope_async as ds
 from dashscope_async._journal import JobState
@@ -380,3 +382,69 @@ def test_bad_timings_are_refused(option: str) -> None:
     options: dict[str, Any] = {option: -1.0}
     with pytest.raises(ValueError, match=option):
         RedisJournal("redis://127.0.0.1:1/0", **options)
+
+
+# --- the shared budget, against a model ---------------------------------------------------------
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    cap=st.integers(0, 6),
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(["reserve", "settle"]),
+            st.integers(0, 4),  # which job
+            st.integers(0, 3),  # images asked for / billed
+            st.integers(0, 2),  # which worker
+        ),
+        max_size=25,
+    ),
+)
+def test_the_shared_budget_keeps_its_model(
+    server: RedisServer, cap: int, steps: list[tuple[str, int, int, int]]
+) -> None:
+    """Reservations and settlements in any order, from any worker: a reservation is granted only
+    if it fits, a job holds at most one, and what a job was billed counts once. (A job settled
+    without a reservation, a task re-attached after its reservation lapsed, is billed all the
+    same: the service ran it. Only such images can take the total past the cap.)"""
+
+    async def run() -> None:
+        budget = ds.Budget(images=cap)
+        held: dict[str, int] = {}
+        billed: dict[str, int] = {}
+        unreserved = 0
+        async with journals(server, 3) as workers:
+            for action, number, images, worker in steps:
+                job = f"job-{number}"
+                spending = workers[worker].spending(budget)
+                if action == "reserve":
+                    fits = sum(held.values()) + sum(billed.values()) + images <= cap
+                    granted = await spending.try_reserve(job, MODEL, images)
+                    expected = job in held or job in billed or fits
+                    assert granted == expected
+                    if granted and job not in held and job not in billed:
+                        held[job] = images
+                else:
+                    await spending.settle(job, MODEL, held.get(job, 0), images)
+                    if job not in billed:
+                        if job not in held:
+                            unreserved += images
+                        held.pop(job, None)
+                        if images:
+                            billed[job] = images
+                totals = await spending.totals()
+                assert totals.reserved_images == sum(held.values())
+                assert totals.spent_images == sum(billed.values())
+                assert totals.spent_images + totals.reserved_images <= cap + unreserved
+
+    anyio.run(run, backend="asyncio")
+
+
+async def test_an_error_redis_answers_is_raised_at_once_not_waited_out(server: RedisServer) -> None:
+    async with (
+        journals(server, outage_grace=30.0) as (journal,),
+        aioredis.Redis.from_url(server.url) as admin,
+    ):
+        await admin.set(journal.key("job:broken"), "not a hash")  # a wrong type: WRONGTYPE
+        with anyio.fail_after(5), pytest.raises(ds.JournalError):
+            await journal.lookup("broken")
