@@ -637,19 +637,26 @@ class RedisSubmitRecord:
         others_from: datetime,
         others_until: datetime,
     ) -> Screening:
-        answer = await self._limiter._with_retries(
-            lambda: self._screen(
-                keys=self._keys(ticket.model),
-                args=[
-                    ticket.token,
-                    _ms(others_from),
-                    _ms(others_until),
-                    _ms(datetime.now(UTC)),
-                    _MEMORY_MS,
-                    *candidates,
-                ],
+        try:
+            answer = await self._limiter._with_retries(
+                lambda: self._screen(
+                    keys=self._keys(ticket.model),
+                    args=[
+                        ticket.token,
+                        _ms(others_from),
+                        _ms(others_until),
+                        _ms(datetime.now(UTC)),
+                        _MEMORY_MS,
+                        *candidates,
+                    ],
+                )
             )
-        )
+        except LimiterUnavailableError as exc:
+            # Without the record nothing can be proven ours: every candidate stays a candidate
+            # and another unanswered submit cannot be ruled out, so none is adopted (a lost
+            # submit ends ambiguous, unless the list itself shows no task at all).
+            logger.warning("could not screen a lost %s submit's candidates: %s", ticket.model, exc)
+            return Screening(unknown=tuple(candidates), others_unanswered=1)
         others, *unknown = answer
         return Screening(
             unknown=tuple(

@@ -13,11 +13,12 @@ import time
 import uuid
 
 import anyio
+import httpx
 import pytest
 
 import dashscope_async as ds
 from dashscope_async.redis import RedisLimiter
-from dashscope_async.testing import Emulator, EmulatorConfig
+from dashscope_async.testing import Emulator, EmulatorConfig, Fault
 from tests.redis_server import RedisServer, redis_server
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
@@ -133,3 +134,38 @@ async def test_redis_gone_for_good_ends_unsubmitted_jobs_and_collects_running_ta
     assert tasks_per_input(emulator) == [1] * len(succeeded)
     # The queued jobs fail after the one grace, not a grace each.
     assert elapsed < 2.0 * JOBS
+
+
+async def test_a_lost_submit_with_redis_gone_ends_ambiguous_never_adopted_or_doubled() -> None:
+    emulator = quick_emulator()
+    # The first submit creates its task, but its answer is lost.
+    emulator.faults.script("submit", Fault.drop_after())
+    with redis_server() as server:
+
+        class RedisDiesWithTheSubmit(httpx.AsyncBaseTransport):
+            """Stops Redis the moment the submit goes out: its answer can never be recorded."""
+
+            def __init__(self) -> None:
+                self.inner = emulator.transport()
+
+            async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+                if request.method == "POST" and "/services/" in request.url.path:
+                    server.stop()
+                return await self.inner.handle_async_request(request)
+
+        limiter = limiter_for(server, outage_grace=0.5)
+        with anyio.fail_after(60):
+            async with (
+                limiter,
+                httpx.AsyncClient(transport=RedisDiesWithTheSubmit()) as http,
+                emulator.client(http_client=http) as client,
+                ds.AsyncTaskRunner(
+                    client, limiter=limiter, reconcile_grace=1.0, reconcile_timeout=2.0
+                ) as runner,
+            ):
+                outcome = await runner.submit(jobs(emulator)[0]).wait()
+    # Without the shared record nothing can be proven ours: reported, never adopted by guess,
+    # and never submitted again.
+    assert isinstance(outcome.error, ds.AmbiguousSubmitError), outcome.error
+    assert emulator.stats.submissions[REPAINT] == 1
+    assert tasks_per_input(emulator) == [1]

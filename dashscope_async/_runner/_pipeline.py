@@ -3,10 +3,10 @@ settle -> save.
 
 Owns the order of the stages and the small decisions between them; each stage calls its owner:
 the journal (``_journaling``), the budget (``Spending``), the limiter's slots, pacing and
-submit record (``_limits``, ``_submits``), reconciliation (``_reconcile``), the poll planner
-(``_polling``) through the shared poll loop (``_poll_loop``) and the files (``_files``). ``JobPipeline.run`` reads as the list above. It never
-decides what a job's outcome is (``_lifecycle`` turns whatever ``run`` returns or raises into
-one) and never holds a task group.
+submit record (``_limits``, ``_submits``), reconciliation (``_reconcile``), the shared poll loop
+(``_poll_loop``, with the planner of ``_polling``) and the files (``_files``).
+``JobPipeline.run`` reads as the list above. It never decides what a job's outcome is
+(``_lifecycle`` turns whatever ``run`` returns or raises into one) and never holds a task group.
 """
 
 from __future__ import annotations
@@ -305,11 +305,8 @@ class JobPipeline:
         logger.debug("job %d has task %s", state.index, task.task_id)
 
     async def poll(self, state: JobState, task: Task) -> TaskInfo:
-        """Poll the task to a terminal state, inside the poll budget and the job's deadline.
-
-        The poll loop is the one ``client.wait()`` runs: one request per budget turn, what is
-        transient and how long to back off decided by the retry policy.
-        """
+        """Poll the task to a terminal state: the poll loop ``client.wait()`` runs too, inside
+        the poll budget and the job's deadline."""
         assert state.submitted_at is not None
         deadline = self.poll_policy.deadline
         try:

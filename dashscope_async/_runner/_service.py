@@ -63,7 +63,7 @@ class TaskService(Protocol):
     async def cancel_task(
         self, task_id: str, *, meter: Callable[[], Awaitable[None]] | None = None
     ) -> None:
-        """Cancel a PENDING task; ``meter`` is awaited before every attempt."""
+        """Cancel a PENDING task; ``meter`` is awaited before every attempt (the poll budget)."""
         ...
 
     def list_tasks(

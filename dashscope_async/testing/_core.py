@@ -132,7 +132,7 @@ class Reply:
     content_type: str = JSON
     render: Callable[[], bytes] | None = None
     fault: Fault | None = None
-    headers: Mapping[str, str] = attrs.field(factory=dict)
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @attrs.frozen
@@ -319,9 +319,7 @@ class EmulatorCore:
             else:
                 reply = _wire_reply(ErrorWire(fault.code, fault.message, request_id), fault.status)
             if fault.retry_after is not None:
-                value = fault.retry_after
-                header = value if isinstance(value, str) else f"{value:g}"
-                reply = attrs.evolve(reply, headers={"retry-after": header})
+                reply = attrs.evolve(reply, headers=(("retry-after", fault.retry_after),))
             return reply
         return None
 

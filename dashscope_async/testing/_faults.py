@@ -54,8 +54,8 @@ class Fault:
         ```
 
     Attributes:
-        retry_after: sent as the error answer's ``Retry-After`` header, when given: seconds
-            (``86400``), or a string sent verbatim (an HTTP date, junk).
+        retry_after: sent as the error answer's ``Retry-After`` header, verbatim (seconds or an
+            HTTP date), when given.
     """
 
     kind: FaultKind
@@ -63,14 +63,13 @@ class Fault:
     code: str | None = None
     message: str | None = None
     delay: float = 0.0
-    retry_after: float | str | None = None
+    retry_after: str | None = None
     #: For ``late``: seconds after the request arrived that the service processes it.
     process_after: float = 0.0
 
     @classmethod
-    def throttle(cls, *, retry_after: float | str | None = None) -> Fault:
-        """429 ``Throttling.RateQuota``, as the service answers an excess request (optionally
-        with a ``Retry-After`` header, however large)."""
+    def throttle(cls, *, retry_after: str | None = None) -> Fault:
+        """429 ``Throttling.RateQuota``, as the service answers an excess request."""
         return cls(
             "error",
             429,
@@ -96,7 +95,7 @@ class Fault:
         code: str | None = None,
         message: str | None = None,
         *,
-        retry_after: float | str | None = None,
+        retry_after: str | None = None,
     ) -> Fault:
         """Any status with an error JSON (408, 502, 503 ``ServiceUnavailable``, 504, ...)."""
         defaults = {
@@ -146,11 +145,6 @@ class Fault:
         return cls("malformed_json", 200)
 
     @classmethod
-    def html_200(cls) -> Fault:
-        """Processed, then answered 200 with an HTML page, as a gateway in front may answer."""
-        return cls("html_200", 200)
-
-    @classmethod
     def late(cls, process_after: float, *, timeout: float = 1.0) -> Fault:
         """Held past the client's patience: after ``timeout`` seconds the connection is given up
         (in process a ``ReadTimeout``), and ``process_after`` seconds after it arrived the service
@@ -163,6 +157,11 @@ class Fault:
     def redirect_loop(cls) -> Fault:
         """A result host answer that redirects to itself (``302``, the same URL), for ever."""
         return cls("redirect_loop", 302)
+
+    @classmethod
+    def html_200(cls) -> Fault:
+        """Processed, then answered 200 with an HTML page, as a gateway in front may answer."""
+        return cls("html_200", 200)
 
 
 TASK_FAILURE_MESSAGES: Final = {

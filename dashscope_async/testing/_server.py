@@ -75,7 +75,7 @@ def asgi_app(core: EmulatorCore, role: HostRole) -> ASGIApp:
                 "headers": [
                     (b"content-type", reply.content_type.encode()),
                     (b"content-length", str(len(content)).encode()),
-                    *((name.encode(), value.encode()) for name, value in reply.headers.items()),
+                    *((name.encode(), value.encode()) for name, value in reply.headers),
                     *_redirect_to_itself(reply, scope),
                 ],
             }

@@ -69,7 +69,7 @@ def to_httpx_response(reply: Reply, content: bytes, request: httpx.Request) -> h
     """An httpx response for a reply whose body is ``content``."""
     if request.method == "HEAD":
         content = b""
-    headers = {"content-type": reply.content_type, **reply.headers}
+    headers = [("content-type", reply.content_type), *reply.headers]
     if reply.fault is not None and reply.fault.kind == "redirect_loop":
-        headers["location"] = str(request.url)
+        headers.append(("location", str(request.url)))
     return httpx.Response(reply.status, headers=headers, content=content, request=request)
