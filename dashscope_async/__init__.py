@@ -12,7 +12,7 @@ Example:
     ```
 """
 
-from ._budget import Budget, BudgetLedger
+from ._budget import Budget, BudgetLedger, Spending
 from ._client import AsyncDashScope
 from ._clock import Clock
 from ._config import MODELS, SKETCH_TO_IMAGE, STYLE_REPAINT, ImageRules, ModelSpec
@@ -74,6 +74,7 @@ from ._models import (
 )
 from ._polling import PollPlanner, PollPolicy, RunTimeStats
 from ._runner import AsyncTaskRunner, Batch, Job, JobHandle, JobStatus, Outcome, TaskService
+from ._store import JobStore
 from ._version import __version__
 
 __all__ = [
@@ -111,6 +112,7 @@ __all__ = [
     "JobHandle",
     "JobState",
     "JobStatus",
+    "JobStore",
     "Journal",
     "JournalEntry",
     "JournalError",
@@ -142,6 +144,7 @@ __all__ = [
     "SketchStyle",
     "SketchToImage",
     "SlotLease",
+    "Spending",
     "StyleRepaint",
     "Task",
     "TaskCanceledError",

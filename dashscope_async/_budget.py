@@ -2,19 +2,23 @@
 
 Owns the arithmetic only: a job reserves what it could cost before it is submitted, and settles
 to what the service billed when it ends. Never submits, sleeps or reads files.
+
+``Spending`` is the seam the runner reserves through: ``LocalSpending`` keeps a ``BudgetLedger``
+in this process; a shared store (``dashscope_async.redis.RedisJournal``) keeps one for a fleet.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from decimal import Decimal
+from typing import Protocol
 
 import attrs
 
 from ._config import MODELS
 from ._errors import ValidationError
 
-__all__ = ["Budget", "BudgetLedger"]
+__all__ = ["Budget", "BudgetLedger", "LocalSpending", "Spending"]
 
 
 def _to_decimal(value: Decimal | float | int | str | None) -> Decimal | None:
@@ -139,3 +143,55 @@ class BudgetLedger:
         """Count images billed outside a reservation (for example, found in a journal)."""
         self.spent_images += billed
         self.spent_cny += self.budget.cost(model, billed)
+
+
+class Spending(Protocol):
+    """Where a runner reserves a job's worst case before submitting it, and settles afterwards.
+
+    ``job`` names the reservation: a job reserved twice (a worker died and another took it up)
+    holds one reservation, and a job settled twice is billed once.
+    """
+
+    @property
+    def budget(self) -> Budget:
+        """The cap."""
+        ...
+
+    async def could_afford(self, model: str, images: int) -> bool:
+        """Whether the job could fit at all, if every reservation were given back."""
+        ...
+
+    async def fits_now(self, model: str, images: int) -> bool:
+        """Whether the job fits beside what is spent and reserved now."""
+        ...
+
+    async def try_reserve(self, job: str, model: str, images: int) -> bool:
+        """Reserve the job's worst case; False (nothing reserved) if that would pass the cap."""
+        ...
+
+    async def settle(self, job: str, model: str, reserved: int, billed: int) -> None:
+        """Replace the job's reservation by what was billed (0: give it all back)."""
+        ...
+
+
+@attrs.define
+class LocalSpending:
+    """``Spending`` in this process: a ``BudgetLedger`` behind the async seam."""
+
+    ledger: BudgetLedger
+
+    @property
+    def budget(self) -> Budget:
+        return self.ledger.budget
+
+    async def could_afford(self, model: str, images: int) -> bool:
+        return self.ledger.could_afford(model, images)
+
+    async def fits_now(self, model: str, images: int) -> bool:
+        return self.ledger.fits_now(model, images)
+
+    async def try_reserve(self, job: str, model: str, images: int) -> bool:
+        return self.ledger.try_reserve(model, images)
+
+    async def settle(self, job: str, model: str, reserved: int, billed: int) -> None:
+        self.ledger.settle(model, reserved, billed)

@@ -26,7 +26,8 @@ import hashlib
 import json
 import os
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -37,6 +38,7 @@ import anyio.to_thread
 import attrs
 import cattrs
 
+from ._budget import Budget
 from ._errors import JournalError, JournalInUseError, JournalVersionError, ValidationError
 from ._files import PASS_THROUGH_SCHEMES, _local_path
 from ._logging import redact
@@ -602,6 +604,24 @@ class Journal:
         list; tasks created by earlier runs of the batch are known here.
         """
         return await self._read(_JournalFile.task_ids)
+
+    @property
+    def shared(self) -> bool:
+        """False: one journal object holds the file, so no other process writes to it."""
+        return False
+
+    @asynccontextmanager
+    async def claim(self, key: str) -> AsyncIterator[JournalEntry | None]:
+        """Hold the job ``key`` while the block runs, yielding its entry (``JobStore.claim``).
+
+        The file is held by one journal object at a time, so there is no other holder to wait
+        for: this is the lookup.
+        """
+        yield await self.lookup(key)
+
+    def spending(self, budget: Budget) -> None:
+        """None: a runner on a SQLite journal keeps its budget in its own process."""
+        return None
 
     # --- writes ---------------------------------------------------------------------------------
 

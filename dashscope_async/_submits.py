@@ -72,8 +72,13 @@ class SubmitRecord(Protocol):
     either still shows as unanswered or has made its task known, never neither.
     """
 
-    async def sent(self, model: str, sent_at: datetime) -> SubmitTicket:
-        """Write a submit about to be sent; return its ticket."""
+    async def sent(self, model: str, sent_at: datetime, token: str | None = None) -> SubmitTicket:
+        """Write a submit about to be sent; return its ticket.
+
+        ``token`` names the ticket (a random one by default). A journaled job's ticket is named
+        after the job and its send time, so a worker taking up the job after its first worker
+        died settles that same ticket instead of counting it as someone else's.
+        """
         ...
 
     async def answered(self, ticket: SubmitTicket, task_id: str | None) -> None:
@@ -112,8 +117,10 @@ class LocalSubmitRecord:
         self._unanswered: dict[str, SubmitTicket] = {}
         self._forgot_until: datetime | None = None
 
-    async def sent(self, model: str, sent_at: datetime) -> SubmitTicket:
-        ticket = SubmitTicket(model, sent_at)
+    async def sent(self, model: str, sent_at: datetime, token: str | None = None) -> SubmitTicket:
+        ticket = (
+            SubmitTicket(model, sent_at) if token is None else SubmitTicket(model, sent_at, token)
+        )
         self._unanswered[ticket.token] = ticket
         return ticket
 

@@ -6,8 +6,8 @@ cool-down after a 429, and the account-wide poll budget. Every decision is one L
 reads Redis's own clock (``TIME``), so workers on hosts with skewed clocks still agree. It decides
 when a submission may go; it never sends one, and it never talks to DashScope.
 
-A Redis blip is ridden out: every Redis call goes through one retry wrapper (``_with_retries``)
-that backs off (the retry policy's formula) for up to ``outage_grace`` seconds of an outage
+A Redis blip is ridden out: every Redis call goes through one retry wrapper (``_with_retries``,
+on ``_redis_common.Outage``, which the job store uses too) that backs off (the retry policy's formula) for up to ``outage_grace`` seconds of an outage
 before it raises ``LimiterUnavailableError``. Meanwhile no submit turn or slot is granted (the
 shared limits cannot be checked), while poll turns go on under a conservative local budget, so
 tasks already running are still collected.
@@ -37,7 +37,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
-from urllib.parse import urlsplit
 
 import anyio
 import attrs
@@ -45,20 +44,27 @@ import attrs
 from ._errors import LimiterUnavailableError
 from ._limits import CoolDown, GcraPacer, Limits
 from ._logging import get_logger
-from ._retry import backoff_delay
+from ._redis_common import Outage, beside, connect, require_asyncio
+from ._redis_journal import BudgetTotals, RedisJournal, RedisSpending
 from ._submits import RECORD_MEMORY, Screening, SubmitTicket
 
 try:
     import redis.asyncio as aioredis
-    from redis.asyncio.retry import Retry
-    from redis.backoff import ExponentialBackoff
     from redis.exceptions import RedisError
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         "dashscope_async.redis needs redis-py: pip install 'dashscope-async[redis]'"
     ) from exc
 
-__all__ = ["LimiterUnavailableError", "RedisLimiter", "RedisSlotLease", "RedisSubmitRecord"]
+__all__ = [
+    "BudgetTotals",
+    "LimiterUnavailableError",
+    "RedisJournal",
+    "RedisLimiter",
+    "RedisSlotLease",
+    "RedisSpending",
+    "RedisSubmitRecord",
+]
 
 logger = get_logger("redis")
 
@@ -177,9 +183,6 @@ return answer
 
 #: How long a release may take when the slot's owner is being cancelled.
 _RELEASE_TIMEOUT: Final = 5.0
-#: Backoff between Redis attempts during an outage: 0.1 s doubling up to 2 s.
-_OUTAGE_BACKOFF: Final = 0.1
-_OUTAGE_BACKOFF_MAX: Final = 2.0
 #: While Redis is down, a poll turn asks it again at most this often (else it goes locally).
 _OUTAGE_PROBE_INTERVAL: Final = 1.0
 #: A poll turn waits this long at most for one answer from Redis (less while it is known to be
@@ -216,26 +219,7 @@ class RedisSlotLease:
 
 
 def _require_asyncio(operation: str) -> None:
-    # sniffio ships with trio, so when it cannot be imported the loop is asyncio.
-    try:
-        import sniffio
-    except ImportError:  # pragma: no cover - trio (and so sniffio) is installed in tests
-        return
-    library = sniffio.current_async_library()
-    if library != "asyncio":
-        raise RuntimeError(
-            f"RedisLimiter.{operation} needs asyncio, but this code runs on {library}: "
-            "redis-py's client is asyncio-only. Run the worker on asyncio, or use the "
-            "in-process limiter (the runner's default), which works on trio."
-        )
-
-
-def _redacted_address(url: str) -> str:
-    # Never show a password: keep scheme, host, port and database only.
-    parts = urlsplit(url)
-    host = parts.hostname or "localhost"
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
+    require_asyncio("RedisLimiter", operation)
 
 
 class RedisLimiter:
@@ -305,25 +289,8 @@ class RedisLimiter:
             raise ValueError(f"heartbeat must be between 0 and lease_ttl: {heartbeat!r}")
         if slot_poll_interval <= 0:
             raise ValueError(f"slot_poll_interval must be positive: {slot_poll_interval!r}")
-        if not outage_grace >= 0:
-            raise ValueError(f"outage_grace must be at least 0: {outage_grace!r}")
-        if isinstance(url_or_client, str):
-            self._address = _redacted_address(url_or_client)
-            self._redis: aioredis.Redis[Any] = aioredis.Redis.from_url(
-                url_or_client,
-                socket_connect_timeout=5.0,
-                socket_timeout=5.0,
-                # A down Redis should fail the wait quickly, not after a long retry ladder.
-                retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
-            )
-            self._owns_client = True
-        else:
-            kwargs = url_or_client.connection_pool.connection_kwargs
-            self._address = (
-                f"redis://{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
-            )
-            self._redis = url_or_client
-            self._owns_client = False
+        outage = Outage(outage_grace, "the shared limiter's Redis")
+        self._redis, self._owns_client, self._address = connect(url_or_client)
         self.namespace = namespace
         self.limits = limits if limits is not None else Limits()
         self.lease_ttl = lease_ttl
@@ -335,8 +302,7 @@ class RedisLimiter:
         if not outage_poll_rate > 0:
             raise ValueError(f"outage_poll_rate must be positive: {outage_poll_rate!r}")
         self.outage_poll_rate = outage_poll_rate
-        #: Loop time Redis first failed in the current outage; None while it answers.
-        self._outage_since: float | None = None
+        self._outage = outage
         self._last_probe = -math.inf
         self._outage_polls = GcraPacer(1.0 / outage_poll_rate)
         self._pace = self._redis.register_script(PACE_SCRIPT)
@@ -381,22 +347,11 @@ class RedisLimiter:
         _require_asyncio("slot")
         lease = RedisSlotLease(model=model, token=secrets.token_hex(16))
         await self._take_slot(lease)
-        error: Exception | None = None
         try:
-            async with anyio.create_task_group() as heartbeat_group:
-                heartbeat_group.start_soon(self._keep_alive, lease)
-                try:
-                    yield lease
-                except Exception as exc:
-                    # Raised below, outside the task group: the holder's own error (a failed
-                    # task, a lost submit) must reach it as itself, not as an ExceptionGroup.
-                    error = exc
-                finally:
-                    heartbeat_group.cancel_scope.cancel()
+            async with beside(lambda: self._keep_alive(lease)):
+                yield lease
         finally:
             await self._give_back(lease)
-        if error is not None:
-            raise error
 
     async def submit_turn(self, model: str) -> None:
         """Wait until a submission for ``model`` may go now (cool-down, then GCRA spacing).
@@ -453,7 +408,7 @@ class RedisLimiter:
         if self._poll_queue is None:
             self._poll_queue = anyio.Lock()
         async with self._poll_queue:
-            in_outage = self._outage_since is not None
+            in_outage = self._outage.ongoing
             if not in_outage or anyio.current_time() - self._last_probe >= _OUTAGE_PROBE_INTERVAL:
                 try:
                     await self._paced(
@@ -517,35 +472,12 @@ class RedisLimiter:
         fallbacks); ``attempt_timeout`` counts an attempt unanswered that long as failed. Every
         failure is raised as ``LimiterUnavailableError``.
         """
-        retries_taken = 0
-        while True:
-            try:
-                with anyio.fail_after(math.inf if attempt_timeout is None else attempt_timeout):
-                    result = await operation()
-            except (RedisError, OSError) as exc:  # TimeoutError is an OSError
-                now = anyio.current_time()
-                if self._outage_since is None:
-                    self._outage_since = now
-                    logger.warning("the shared limiter's Redis is unreachable (%s); retrying", exc)
-                left = self._outage_since + self.outage_grace - now
-                if not patient or left <= 0:
-                    raise self._unavailable(exc) from exc
-                pause = backoff_delay(
-                    retries_taken,
-                    jitter=self._random.random(),
-                    base=_OUTAGE_BACKOFF,
-                    cap=_OUTAGE_BACKOFF_MAX,
-                )
-                await anyio.sleep(min(pause, left))
-                retries_taken += 1
-                continue
-            if self._outage_since is not None:
-                logger.warning(
-                    "the shared limiter's Redis answers again after %.1f s",
-                    anyio.current_time() - self._outage_since,
-                )
-                self._outage_since = None
-            return result
+        try:
+            return await self._outage.call(
+                operation, patient=patient, attempt_timeout=attempt_timeout
+            )
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc) from exc
 
     async def _local_poll_turn(self) -> None:
         """A poll turn while Redis is down: this process's own conservative budget."""
@@ -651,8 +583,10 @@ class RedisSubmitRecord:
         limiter = self._limiter
         return [limiter._model_key(model, "known"), limiter._model_key(model, "unanswered")]
 
-    async def sent(self, model: str, sent_at: datetime) -> SubmitTicket:
-        ticket = SubmitTicket(model, sent_at)
+    async def sent(self, model: str, sent_at: datetime, token: str | None = None) -> SubmitTicket:
+        ticket = (
+            SubmitTicket(model, sent_at) if token is None else SubmitTicket(model, sent_at, token)
+        )
         key = self._keys(model)[1]
         redis = self._limiter._redis
 

@@ -2,7 +2,8 @@
 
 ``RedisServer.start()`` runs Debian's ``redis-server`` in a temporary directory (no persistence
 unless ``appendonly=True``, bound to 127.0.0.1 only) and waits until it answers; ``stop()`` ends
-it, and ``start()`` again restarts it on the same port (with its data, when append-only). When the binary is
+it, and ``start()`` again (or ``restart()``) brings it back on the same port (with its data, when
+append-only). When the binary is
 missing the test is skipped with the reason shown, or failed under ``CI=true``, where CI's
 script installs it and a silent skip would hide the scale-out tests.
 """
@@ -117,6 +118,12 @@ class RedisServer:
             process.kill()
             process.wait()
 
+    def restart(self, down_for: float = 0.0) -> None:
+        """Stop the server, stay down ``down_for`` seconds, start it again on the same port."""
+        self.stop()
+        time.sleep(down_for)
+        self.start()
+
     def freeze(self) -> None:
         """Stop the process (SIGSTOP): connections stay open and nothing answers, as a hung
         server or a partitioned network behaves."""
@@ -136,7 +143,10 @@ class RedisServer:
 
 @contextmanager
 def redis_server(*, appendonly: bool = False) -> Iterator[RedisServer]:
-    """A running server for the ``with`` block; skipped (or failed on CI) without the binary."""
+    """A running server for the ``with`` block; skipped (or failed on CI) without the binary.
+
+    With ``appendonly`` every write is on disk before it is answered, so a restart keeps it.
+    """
     binary = require_redis_server()
     with tempfile.TemporaryDirectory(prefix="dashscope-redis-") as directory:
         server = RedisServer(binary, Path(directory), appendonly=appendonly)

@@ -1,15 +1,21 @@
-"""The journal's part of a job: look it up, replay it, and write each step it takes.
+"""The journal's part of a job: claim it, replay it, and write each step it takes.
 
-Owns what the runner writes to a ``Journal`` and when: the entry a job starts from (replayed
-when final, re-attached when its task is known, reconciled when an earlier run's submit went
-unanswered), the intent written before a submit is sent, the task id once accepted, and how the
-job ended. A job ended ambiguous stays an intent: a person or a later run settles it. Without a
-journal every step is a no-op. It never talks to the service.
+Owns what the runner writes to a job store (``JobStore``: the SQLite ``Journal``, or a store a
+fleet shares such as ``RedisJournal``) and when: the job's key held while it runs here, the entry
+it starts from (replayed when final, re-attached when its task is known, reconciled when an
+earlier run's submit went unanswered), the intent written before a submit is sent, the task id
+once accepted, and how the job ended. A job ended ambiguous stays an intent: a person or a later
+run settles it. Without a journal every step is a no-op. It never talks to the service.
+
+A journaled submit's ticket in the submit record is named after the job and its send time
+(``ticket_token``), so whoever takes the job up after a crash settles that same ticket.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import hashlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -21,6 +27,7 @@ from .._errors import (
     BadRequestError,
     DashScopeError,
     JobCanceledError,
+    JournalError,
     RecordedFailureError,
     TaskFailedError,
     TaskNotFoundError,
@@ -28,26 +35,34 @@ from .._errors import (
     ValidationError,
 )
 from .._journal import JobState as JournalState
-from .._journal import Journal, JournalEntry, fingerprint, job_key
+from .._journal import JournalEntry, fingerprint, job_key
+from .._logging import get_logger
 from .._models import TaskResult, TaskStatus
+from .._store import JobStore
 from .._submits import SubmitRecord, SubmitTicket
 from ._jobs import JobState
 
 __all__ = ["JobJournal"]
 
+logger = get_logger("runner")
+
 
 class JobJournal:
     """The runner's journal steps; every method is a no-op when there is no journal."""
 
-    def __init__(self, journal: Journal | None) -> None:
+    def __init__(self, journal: JobStore | None) -> None:
         self.journal = journal
         #: Tickets for the submits earlier runs sent and never heard back from, by job key.
         self._resumed: dict[str, SubmitTicket] = {}
 
     async def start(self, record: SubmitRecord, ledger: BudgetLedger | None) -> None:
-        """Tell the submit record and the budget what earlier runs did."""
+        """Tell the submit record and the budget what earlier runs did.
+
+        A shared store needs nothing told: the workers writing to it share a limiter, whose
+        record already holds every ticket they sent and every task they were answered with.
+        """
         journal = self.journal
-        if journal is None:
+        if journal is None or journal.shared:
             return
         by_model: dict[str, list[str]] = {}
         for entry in await journal.entries():
@@ -56,7 +71,8 @@ class JobJournal:
             elif entry.state is JournalState.INTENT and entry.sent_at is not None:
                 # Still unanswered: a task one of them made is no one else's to adopt, until its
                 # own job reconciles it.
-                self._resumed[entry.key] = await record.sent(entry.model, entry.sent_at)
+                token = ticket_token(entry.key, entry.sent_at)
+                self._resumed[entry.key] = await record.sent(entry.model, entry.sent_at, token)
         # Tasks earlier runs created are someone's: never adopt one for a lost submit.
         for model, task_ids in by_model.items():
             await record.remember(model, task_ids)
@@ -69,10 +85,33 @@ class JobJournal:
         """The ticket of a submit an earlier run sent for this job, if its answer never came."""
         return None if state.journal_key is None else self._resumed.pop(state.journal_key, None)
 
-    async def open(self, state: JobState) -> JournalEntry | None:
-        """Name the job in the journal and read what earlier runs did with it."""
-        if self.journal is None or (state.key is None and not state.in_batch):
-            return None
+    async def learn_known_tasks(self, record: SubmitRecord, model: str) -> None:
+        """Before a taken-up intent is reconciled: every task id the fleet's store holds is
+        someone's (the shared record forgets ids after an hour; the store keeps them longer)."""
+        if self.journal is not None and self.journal.shared:
+            await record.remember(model, await self.journal.task_ids())
+
+    def submit_token(self, state: JobState, sent_at: datetime) -> str | None:
+        """The name of this job's submit ticket (None: a random one, for an unjournaled job)."""
+        return None if state.journal_key is None else ticket_token(state.journal_key, sent_at)
+
+    @asynccontextmanager
+    async def claim(self, state: JobState) -> AsyncIterator[JournalEntry | None]:
+        """Name the job, hold its key while the block runs, and read what earlier runs did.
+
+        With a store a fleet shares, a second worker given the same job waits here until the
+        first ends it (then replays its outcome) or dies (then takes it up).
+        """
+        journal = self.journal
+        if journal is None or (state.key is None and not state.in_batch):
+            yield None
+            return
+        await self._name(state)
+        assert state.journal_key is not None
+        async with journal.claim(state.journal_key) as entry:
+            yield self._checked(state, entry)
+
+    async def _name(self, state: JobState) -> None:
         state.journal_key = await anyio.to_thread.run_sync(
             job_key, state.request, state.index, state.key
         )
@@ -83,7 +122,8 @@ class JobJournal:
             if state.key is None
             else await anyio.to_thread.run_sync(fingerprint, state.request)
         )
-        entry = await self.journal.lookup(state.journal_key)
+
+    def _checked(self, state: JobState, entry: JournalEntry | None) -> JournalEntry | None:
         # Replaying another request's result under a reused key would be wrong.
         if entry is not None and state.key is not None and state.fingerprint != entry.fingerprint:
             raise ValidationError(
@@ -93,6 +133,11 @@ class JobJournal:
             )
         if entry is not None:
             state.intent_recorded = True  # the journal knows the job: record how it ends
+        if entry is not None and entry.state is JournalState.INTENT and entry.sent_at is not None:
+            # A submit sent and never answered (here or by a worker that died): settle its ticket.
+            self._resumed[entry.key] = SubmitTicket(
+                entry.model, entry.sent_at, ticket_token(entry.key, entry.sent_at)
+            )
         return entry
 
     async def replay(
@@ -137,9 +182,18 @@ class JobJournal:
         state.intent_recorded = True
 
     async def submitted(self, state: JobState, task_id: str) -> None:
-        """The service accepted the job's submit (or its task was found)."""
+        """The service accepted the job's submit (or its task was found).
+
+        A store that cannot take the record (Redis gone) does not stop the job: its task runs,
+        billed, and is still collected. The entry stays an intent, so a later run reconciles it.
+        """
         if self.journal is not None and state.journal_key is not None:
-            await self.journal.record_submitted(state.journal_key, task_id)
+            try:
+                await self.journal.record_submitted(state.journal_key, task_id)
+            except JournalError as exc:
+                logger.warning(
+                    "job %d: task %s could not be recorded: %s", state.index, task_id, exc
+                )
 
     async def finished(
         self,
@@ -171,3 +225,10 @@ class JobJournal:
         elif state.task_id is None or isinstance(error, JobCanceledError | TaskTimeoutError):
             # Nothing runs on the service for it (never created, or cancelled while PENDING).
             await journal.record_canceled(key)
+
+
+def ticket_token(key: str, sent_at: datetime) -> str:
+    """The submit ticket's name for job ``key``'s submit sent at ``sent_at``: the same in every
+    process that reads the job's intent."""
+    text = f"dashscope_async.ticket.v1\n{key}\n{sent_at.isoformat()}"
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]

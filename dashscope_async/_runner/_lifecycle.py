@@ -17,7 +17,7 @@ from types import TracebackType
 import anyio
 from anyio.abc import TaskGroup
 
-from .._budget import Budget, BudgetLedger
+from .._budget import Budget, BudgetLedger, LocalSpending
 from .._checks import check_seconds, check_whole_number
 from .._errors import DashScopeError, JobCanceledError, JobError, ValidationError
 from .._events import EventHub, EventKind, EventStream, RunnerEvent
@@ -26,6 +26,7 @@ from .._limits import Limiter, Limits, LocalLimiter
 from .._logging import get_logger
 from .._models import Request, SketchToImage, StyleRepaint, TaskResult
 from .._polling import PollPlanner, PollPolicy
+from .._store import JobStore
 from ._batch import Batch, BatchWork
 from ._jobs import Job, JobHandle, JobState, JobStatus, Outcome, Turnstile
 from ._journaling import JobJournal
@@ -56,7 +57,12 @@ class AsyncTaskRunner:
             batch run again after a crash replays finished jobs, re-attaches to tasks in
             progress and submits nothing twice. Jobs need a key to be journaled: ``map``
             derives one from the request and its position; give ``Job(key=...)`` otherwise.
-        budget: a spending cap; jobs beyond it end with ``BudgetExceededError``.
+            A store a fleet shares (``dashscope_async.redis.RedisJournal``, with a
+            ``RedisLimiter`` on the same Redis) gives the same guarantees across every worker:
+            a job key runs in one worker at a time, and a job any worker recorded is never
+            submitted again.
+        budget: a spending cap; jobs beyond it end with ``BudgetExceededError``. With a shared
+            store it holds across every worker on it (give each the same cap).
         on_event: called with every ``RunnerEvent`` (progress bars, metrics).
         max_pending: jobs of one ``map`` started ahead of the consumer (bounds memory).
         reconcile_grace: seconds after a submit that got no answer within which the service
@@ -81,7 +87,7 @@ class AsyncTaskRunner:
         limiter: Limiter | None = None,
         poll: PollPolicy | None = None,
         download_dir: str | os.PathLike[str] | None = None,
-        journal: str | os.PathLike[str] | Journal | None = None,
+        journal: str | os.PathLike[str] | JobStore | None = None,
         budget: Budget | None = None,
         on_event: Callable[[RunnerEvent], object] | None = None,
         max_pending: int = 256,
@@ -100,9 +106,21 @@ class AsyncTaskRunner:
         self._clock = client.clock
         self._own_limiter = limiter is None
         self._limiter: Limiter = limiter or LocalLimiter(limits, clock=self._clock)
+        if (
+            isinstance(journal, JobStore)
+            and journal.shared
+            and isinstance(self._limiter, LocalLimiter)
+        ):
+            raise ValidationError(
+                "limiter",
+                "a job store shared by several processes needs a limiter they share too"
+                " (dashscope_async.redis.RedisLimiter on the same Redis): only it knows every"
+                " worker's submits, without which a lost submit could adopt another's task",
+            )
         self._journal_source = journal
-        self._journal: Journal | None = journal if isinstance(journal, Journal) else None
-        self._ledger = None if budget is None else BudgetLedger(budget)
+        self._journal: JobStore | None = None if isinstance(journal, str | os.PathLike) else journal
+        self._budget = budget
+        self._ledger: BudgetLedger | None = None
         self._events = EventHub(() if on_event is None else (on_event,))
         self._max_pending = max_pending
         self._job_journal = JobJournal(self._journal)
@@ -112,7 +130,7 @@ class AsyncTaskRunner:
             limiter=self._limiter,
             journal=self._job_journal,
             reconciler=Reconciler(client, self._limiter, rules, self._clock),
-            ledger=self._ledger,
+            spending=None,
             poll_policy=poll_policy,
             planner=PollPlanner(poll_policy),
             download_dir=None if download_dir is None else Path(download_dir),
@@ -129,10 +147,16 @@ class AsyncTaskRunner:
     async def __aenter__(self) -> AsyncTaskRunner:
         if self._task_group is not None:
             raise RuntimeError("this AsyncTaskRunner is already running")
-        if self._journal is None and self._journal_source is not None:
-            assert not isinstance(self._journal_source, Journal)
+        if isinstance(self._journal_source, str | os.PathLike):
             self._journal = await Journal.open(self._journal_source)
             self._job_journal.journal = self._journal
+        if self._budget is not None:
+            # Kept by the store when a fleet shares it; otherwise in this process.
+            shared = None if self._journal is None else self._journal.spending(self._budget)
+            if shared is None:
+                self._ledger = BudgetLedger(self._budget)
+                shared = LocalSpending(self._ledger)
+            self._pipeline.spending = shared
         await self._job_journal.start(self._limiter.submits, self._ledger)
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
@@ -156,7 +180,7 @@ class AsyncTaskRunner:
             self._events.close()
             if self._own_limiter:
                 await self._limiter.aclose()
-            if self._journal is not None and not isinstance(self._journal_source, Journal):
+            if self._journal is not None and isinstance(self._journal_source, str | os.PathLike):
                 await self._journal.aclose()
 
     def cancel_all(self) -> None:
@@ -172,13 +196,16 @@ class AsyncTaskRunner:
         return self._limiter
 
     @property
-    def journal(self) -> Journal | None:
+    def journal(self) -> JobStore | None:
         """The journal this runner records to, while it runs."""
         return self._journal
 
     @property
     def ledger(self) -> BudgetLedger | None:
-        """What has been spent and reserved against the budget, if one was set."""
+        """What has been spent and reserved against the budget, if one is kept in this process.
+
+        With a shared store the fleet's figures are the store's (``RedisSpending.totals``).
+        """
         return self._ledger
 
     def events(self, *, max_buffer: int = 1000) -> EventStream:

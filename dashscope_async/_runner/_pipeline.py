@@ -2,7 +2,7 @@
 settle -> save.
 
 Owns the order of the stages and the small decisions between them; each stage calls its owner:
-the journal (``_journaling``), the budget (``BudgetLedger``), the limiter's slots, pacing and
+the journal (``_journaling``), the budget (``Spending``), the limiter's slots, pacing and
 submit record (``_limits``, ``_submits``), reconciliation (``_reconcile``), the shared poll loop
 (``_poll_loop``, with the planner of ``_polling``) and the files (``_files``).
 ``JobPipeline.run`` reads as the list above. It never decides what a job's outcome is
@@ -11,6 +11,7 @@ submit record (``_limits``, ``_submits``), reconciliation (``_reconcile``), the 
 
 from __future__ import annotations
 
+import secrets
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from pathlib import Path
@@ -21,7 +22,7 @@ import anyio
 import anyio.lowlevel
 import attrs
 
-from .._budget import BudgetLedger
+from .._budget import Spending
 from .._client import result_or_raise
 from .._downloads import save_result_images
 from .._errors import (
@@ -95,9 +96,14 @@ class JobEvents:
 
 @attrs.define
 class _Budget:
-    """One job's claim on the spending cap: planned before uploads, held once it has its slot."""
+    """One job's claim on the spending cap: planned before uploads, held once it has its slot.
 
-    ledger: BudgetLedger | None
+    ``job`` names the reservation (the job's journal key), so a job taken up by another worker
+    of a fleet holds one reservation and is billed once.
+    """
+
+    spending: Spending | None
+    job: str
     model: str
     images: int
     held: int = 0
@@ -105,32 +111,40 @@ class _Budget:
     def refuse(self, state: JobState) -> BudgetExceededError:
         return BudgetExceededError(
             f"job {state.index} would pass the budget"
-            f" ({self.ledger.budget if self.ledger else '?'}); not submitted"
+            f" ({self.spending.budget if self.spending else '?'}); not submitted"
         )
 
-    def check_affordable(self, state: JobState) -> None:
+    async def check_affordable(self, state: JobState) -> None:
         if (
             self.images
-            and self.ledger is not None
-            and not self.ledger.could_afford(self.model, self.images)
+            and self.spending is not None
+            and not await self.spending.could_afford(self.model, self.images)
         ):
             raise self.refuse(state)  # before uploading anything for it
 
-    def fits_now(self) -> bool:
-        return self.ledger is None or self.ledger.fits_now(self.model, self.images)
+    async def fits_now(self) -> bool:
+        return self.spending is None or await self.spending.fits_now(self.model, self.images)
 
-    def reserve(self, state: JobState) -> None:
+    async def reserve(self, state: JobState) -> None:
         # Reserved once the job holds its slot, so jobs still queued never count against the cap
         # while earlier ones may yet give back what they did not spend.
-        if self.images and self.ledger is not None:
-            if not self.ledger.try_reserve(self.model, self.images):
+        if self.images and self.spending is not None:
+            if not await self.spending.try_reserve(self.job, self.model, self.images):
                 raise self.refuse(state)
             self.held = self.images
 
-    def settle(self, billed: int) -> None:
-        if self.ledger is not None:
-            self.ledger.settle(self.model, self.held, billed)
-            self.held = 0
+    async def settle(self, billed: int) -> None:
+        if self.spending is None:
+            return
+        try:
+            # Shielded: a reservation left behind would hold the cap for everyone sharing it.
+            with anyio.CancelScope(shield=True):
+                await self.spending.settle(self.job, self.model, self.held, billed)
+        except DashScopeError as exc:
+            # The job's own outcome stands (its task may have succeeded); the reservation stays
+            # held, on the safe side, until the store lets it lapse.
+            logger.warning("could not settle the budget of %s: %s", self.job, exc)
+        self.held = 0
 
 
 @attrs.define
@@ -141,7 +155,7 @@ class JobPipeline:
     limiter: Limiter
     journal: JobJournal
     reconciler: Reconciler
-    ledger: BudgetLedger | None
+    spending: Spending | None
     poll_policy: PollPolicy
     planner: PollPlanner
     download_dir: Path | None
@@ -165,33 +179,39 @@ class JobPipeline:
 
     async def run(self, state: JobState) -> tuple[TaskResult, tuple[Path, ...]]:
         """Take one job from handed in to saved images; raises the job's error."""
-        entry = await self.journal.open(state)
-        if entry is not None and entry.state.is_final:
-            return await self.journal.replay(
-                state, entry, self.save, download=self.download_dir is not None
+        async with self.journal.claim(state) as entry:
+            if entry is not None and entry.state.is_final:
+                return await self.journal.replay(
+                    state, entry, self.save, download=self.download_dir is not None
+                )
+            known = self._known_task(state, entry)
+            budget = _Budget(
+                self.spending,
+                state.journal_key or f"unkeyed:{secrets.token_hex(12)}",
+                state.model,
+                0 if known else state.request.images_requested,
             )
-        known = self._known_task(state, entry)
-        budget = _Budget(self.ledger, state.model, 0 if known else state.request.images_requested)
-        budget.check_affordable(state)
-        prepared = await self.prepare(state) if known is None and budget.fits_now() else None
-        async with self.slot(state):
-            if known is None:
-                known = await self.settle_earlier_submit(state)
-            if known is None:
-                budget.reserve(state)
-            billed = 0
-            try:
+            await budget.check_affordable(state)
+            fits = known is None and await budget.fits_now()
+            prepared = await self.prepare(state) if fits else None
+            async with self.slot(state):
                 if known is None:
-                    task = await self.submit(state, prepared or await self.prepare(state))
-                else:
-                    task = known
-                await self.record(state, task)
-                info = await self.poll(state, task)
-                billed = info.billed_images
-            finally:
-                budget.settle(billed)
-        result = state.result = result_or_raise(info)
-        return result, await self.save(state, result)
+                    known = await self.settle_earlier_submit(state)
+                if known is None:
+                    await budget.reserve(state)
+                billed = 0
+                try:
+                    if known is None:
+                        task = await self.submit(state, prepared or await self.prepare(state))
+                    else:
+                        task = known
+                    await self.record(state, task)
+                    info = await self.poll(state, task)
+                    billed = info.billed_images
+                finally:
+                    await budget.settle(billed)
+            result = state.result = result_or_raise(info)
+            return result, await self.save(state, result)
 
     # --- the stages ---------------------------------------------------------------------------
 
@@ -215,6 +235,7 @@ class JobPipeline:
         if ticket is None:
             return None
         state.submit_unanswered = True
+        await self.journal.learn_known_tasks(self.limiter.submits, state.model)
         return await self._reconcile(state, ticket, ticket.sent_at)
 
     async def submit(self, state: JobState, prepared: PreparedInputs) -> Task:
@@ -230,7 +251,7 @@ class JobPipeline:
             # its submit may really be on its way (one round trip to a shared record).
             sent_at = self.service.clock.wall()
             await self.journal.intent(state, sent_at)
-            ticket = await record.sent(model, sent_at)
+            ticket = await record.sent(model, sent_at, self.journal.submit_token(state, sent_at))
             state.status = JobStatus.SUBMITTING
             try:
                 # Once sent, a submit must finish: only its answer tells whether a task exists.

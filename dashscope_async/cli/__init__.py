@@ -24,6 +24,7 @@ from ._batch import batch
 from ._demo import demo
 from ._emulator import emulator
 from ._journal import journal
+from ._reconcile import reconcile
 from ._single import repaint, sketch
 from ._styles import styles
 from ._tasks import tasks
@@ -83,6 +84,7 @@ def cli(
 
 for command in (demo, repaint, sketch, batch, journal, tasks, styles, emulator):
     cli.add_command(command)
+tasks.add_command(reconcile)
 
 
 def main() -> None:

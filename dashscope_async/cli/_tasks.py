@@ -20,7 +20,6 @@ from .._models import TaskInfo, TaskListItem, TaskStatus
 from ._app import CliError, ExitCode, escape, json_option, run_async, settings_of
 from ._params import SINCE, TASK_STATUS
 from ._progress import short_model
-from ._reconcile import reconcile
 from ._report import plural
 
 
@@ -207,6 +206,3 @@ def cancel_task(ctx: click.Context, task_id: str) -> None:
         out.print_json(json.dumps({"task_id": task_id, "canceled": True}))
     else:
         out.print(f"task {task_id} canceled")
-
-
-tasks.add_command(reconcile)

@@ -10,12 +10,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import uuid
-from typing import Any
 
-from taskiq import AsyncBroker
+import anyio
 
-from .worker import broker as default_broker
-from .worker import generate
+import dashscope_async as ds
+from dashscope_async.queue import JobQueue, QueuedOutcome
+
+from .worker import queue as default_queue
 
 
 async def enqueue_and_wait(
@@ -23,42 +24,39 @@ async def enqueue_and_wait(
     *,
     style: int,
     wait_seconds: float,
-    broker: AsyncBroker | None = None,
-) -> list[dict[str, Any]]:
-    """Enqueue one job per image; return the results in the order given.
+    queue: JobQueue | None = None,
+    keys: list[str] | None = None,
+) -> list[QueuedOutcome]:
+    """Enqueue one job per image; return the outcomes in the order given.
 
     Args:
         images: image URLs to repaint, one job each.
         style: the ``RepaintStyle`` index.
-        wait_seconds: how long to wait for each job's result.
-        broker: the queue to send through (the workers' own ``broker`` by default).
+        wait_seconds: how long to wait for each job's outcome.
+        queue: the queue to send through (the workers' own by default).
+        keys: the jobs' keys (their idempotency keys); new ones by default.
 
     Example:
         ```python
-        results = await enqueue_and_wait(["https://example.com/a.jpg"], style=2, wait_seconds=600)
+        outcomes = await enqueue_and_wait(["https://example.com/a.jpg"], style=2, wait_seconds=600)
         ```
     """
-    broker = broker or default_broker
-    await broker.startup()
+    queue = queue or default_queue
+    batch = uuid.uuid4().hex[:8]
+    keys = keys or [f"{batch}-{number}" for number in range(len(images))]
+    await queue.broker.startup()
     try:
-        batch = uuid.uuid4().hex[:8]
-        kicker = generate.kicker().with_broker(broker)
         queued = [
-            await kicker.kiq(
-                f"{batch}-{number}", {"model": "repaint", "image": url, "style": style}
-            )
-            for number, url in enumerate(images)
+            await queue.enqueue(ds.StyleRepaint(url, style=ds.RepaintStyle(style)), key=key)
+            for key, url in zip(keys, images, strict=True)
         ]
-        results: list[dict[str, Any]] = []
+        outcomes = []
         for job in queued:
-            outcome = await job.wait_result(timeout=wait_seconds)
-            if outcome.is_err:
-                results.append({"error": str(outcome.error)})
-            else:
-                results.append(outcome.return_value)
-        return results
+            with anyio.fail_after(wait_seconds):
+                outcomes.append(await queue.outcome(job))
+        return outcomes
     finally:
-        await broker.shutdown()
+        await queue.broker.shutdown()
 
 
 def main() -> None:
@@ -67,11 +65,14 @@ def main() -> None:
     parser.add_argument("--style", type=int, default=2, help="RepaintStyle index (2 = anime)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait per job")
     args = parser.parse_args()
-    results = asyncio.run(
+    outcomes = asyncio.run(
         enqueue_and_wait(args.images, style=args.style, wait_seconds=args.timeout)
     )
-    for url, result in zip(args.images, results, strict=True):
-        print(url, "->", result)
+    for url, outcome in zip(args.images, outcomes, strict=True):
+        if outcome.result is not None:
+            print(url, "->", [image.url for image in outcome.result.images])
+        else:
+            print(url, "failed:", outcome.error_type, outcome.error_message)
 
 
 if __name__ == "__main__":

@@ -131,7 +131,7 @@ def test_two_taskiq_workers_process_a_batch_within_the_limits(
     redis_service: RedisServer, emulator_server: RunningServer, tmp_path: Path
 ) -> None:
     from examples.queue_worker.enqueue import enqueue_and_wait
-    from examples.queue_worker.worker import make_broker
+    from examples.queue_worker.worker import make_queue
 
     namespace = f"queue-{uuid.uuid4().hex[:8]}"
     log = tmp_path / "workers.log"
@@ -144,16 +144,17 @@ def test_two_taskiq_workers_process_a_batch_within_the_limits(
             images,
             style=int(ds.RepaintStyle.ANIME),
             wait_seconds=30,
-            broker=make_broker(redis_service.url, namespace),
+            queue=make_queue(redis_service.url, namespace),
         )
-        results = anyio.run(enqueue, backend="asyncio")
+        outcomes = anyio.run(enqueue, backend="asyncio")
     finally:
         _stop(workers)
 
-    assert [r.get("error") for r in results] == [None] * JOBS, log.read_text(errors="replace")
-    assert all(r["images"] for r in results)
+    assert [o.error_message for o in outcomes] == [None] * JOBS, log.read_text(errors="replace")
+    results = [o.unwrap() for o in outcomes]
+    assert all(r.images for r in results)
     emulator = emulator_server.emulator
-    assert {r["task_id"] for r in results} == set(emulator.tasks)
+    assert {r.task_id for r in results} == set(emulator.tasks)
     # Each job submitted once: one task per image, no body sent twice.
     sent = Counter(
         task.body.input.image_url
@@ -163,7 +164,7 @@ def test_two_taskiq_workers_process_a_batch_within_the_limits(
     assert sent == Counter(images)
     assert emulator.stats.total_duplicates == 0
     # Both workers took jobs, and together they kept the account's limits.
-    assert len({r["worker"] for r in results}) == WORKERS
+    assert len({o.worker for o in outcomes}) == WORKERS
     stats = emulator.stats
     assert stats.peak_in_progress[REPAINT] == 1
     assert stats.throttled_submits[REPAINT] == 0
