@@ -8,6 +8,9 @@ Each metering idea is a small class, composed per model as aiometer composes its
 
     slot pool (tasks in progress, FIFO)  ->  cool-down (after a 429)  ->  GCRA pacer (no burst)
 
+and, for the account's polls, one sliding-window meter: at most ``poll_rate`` in any second,
+in bursts where the planner wants them (the few tenths of a second a short task may end in).
+
 The runner takes a model's slot first (``async with limiter.slot(model)``), then waits for a submit
 turn (``await limiter.submit_turn(model)``), then sends. Holding the slot while waiting for the turn
 is what keeps invariant 2 (tasks in progress never exceed the limit) and invariant 3 (no one-second
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections import deque
 from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 from types import MappingProxyType, TracebackType
@@ -290,6 +294,37 @@ class GcraPacer:
         self.next_start = max(now, self.next_start) + self.spacing
 
 
+class WindowPacer:
+    """A sliding window: at most ``count`` starts in any ``window`` seconds, bursts allowed.
+
+    It keeps the last ``count`` start times; a start may go once the oldest of them is
+    ``window`` seconds old. ``rate`` per second becomes ``floor(rate)`` starts per second, so
+    no one-second window ever holds more than ``rate`` (a rate below 1: one start per
+    ``1 / rate`` seconds; above ``MAX_WINDOW_STARTS``: that many per ``MAX_WINDOW_STARTS /
+    rate`` seconds, to keep the record small). None of the budget is lost to even pacing when
+    starts are wanted close together.
+    """
+
+    __slots__ = ("_starts", "count", "window")
+
+    MAX_WINDOW_STARTS = 1000
+
+    def __init__(self, rate: float) -> None:
+        self.count = max(1, min(math.floor(rate), self.MAX_WINDOW_STARTS))
+        self.window = 1.0 if 1.0 <= rate <= self.MAX_WINDOW_STARTS else self.count / rate
+        self._starts: deque[float] = deque(maxlen=self.count)
+
+    def ready_at(self) -> float:
+        """The earliest clock reading at which the next start may go."""
+        if len(self._starts) < self.count:
+            return -math.inf
+        return self._starts[0] + self.window
+
+    def started(self, now: float) -> None:
+        """Record a start at ``now``."""
+        self._starts.append(now)
+
+
 class CoolDown:
     """A model's pause after 429s: until when, and how many 429s in a row so far.
 
@@ -454,7 +489,7 @@ class LocalLimiter:
         self._clock = clock
         self._random = rng if rng is not None else random.Random()
         self._meters: dict[str, _ModelMeter] = {}
-        self._poll_pacer = GcraPacer(1.0 / self.limits.poll_rate)
+        self._poll_pacer = WindowPacer(self.limits.poll_rate)
         self._poll_turnstile: anyio.Lock | None = None
         self._polls_granted = 0
 
@@ -524,7 +559,9 @@ class LocalLimiter:
     async def poll_turn(self) -> None:
         """Wait for a turn in the account-wide budget for get, list and cancel calls.
 
-        Paced like submissions (GCRA, no burst) at ``Limits.poll_rate``, first come first served.
+        At most ``Limits.poll_rate`` turns in any one second (``WindowPacer``), first come
+        first served. Unlike submissions, turns may come in bursts: the service's window for
+        these calls is twice the default budget, and a short task's end is best watched densely.
         """
         turnstile = self._poll_turnstile
         if turnstile is None:
@@ -534,9 +571,10 @@ class LocalLimiter:
         async with turnstile:
             while True:
                 now = clock.now()
-                if pacer.next_start <= now:
+                ready_at = pacer.ready_at()
+                if ready_at <= now:
                     break
-                await clock.sleep(pacer.next_start - now)
+                await clock.sleep(ready_at - now)
             pacer.started(now)
             self._polls_granted += 1
 
