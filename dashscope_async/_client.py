@@ -1,7 +1,8 @@
 """AsyncDashScope, the low-level client: one typed method per service call, with auth and retries.
 
 Owns credentials (attached per request, only to URLs under the API base URL), the User-Agent,
-the retry loop and the mapping of answers onto models and errors. It must not pace, queue or
+the request loop (asking ``_retry`` whether and when to try again) and the mapping of answers
+onto models and errors. It must not pace, queue or
 budget requests across jobs (the runner does), and must not attach credentials to any other host:
 the same ``httpx.AsyncClient`` also carries uploads and downloads.
 """
@@ -13,7 +14,7 @@ import json
 import os
 import platform
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -33,9 +34,7 @@ from ._errors import (
     APIError,
     APITimeoutError,
     DashScopeError,
-    RateLimitError,
     ResponseValidationError,
-    ServerError,
     TaskCanceledError,
     TaskFailedError,
     TaskNotFoundError,
@@ -44,10 +43,21 @@ from ._errors import (
 )
 from ._logging import log_request, redact
 from ._models import GeneratedImage, Request, Task, TaskInfo, TaskListItem, TaskResult, TaskStatus
-from ._retry import CallKind, RetryPolicy, Verdict, verdict_for_exception, verdict_for_response
+from ._poll_loop import TaskPoll, poll_until_done
+from ._polling import PollPlanner, PollPolicy
+from ._retry import (
+    MAX_RETRY_AFTER,
+    RequestKind,
+    RetryPolicy,
+    Verdict,
+    check_max_retry_after,
+    verdict_for_exception,
+    verdict_for_response,
+    verdict_for_unreadable,
+)
 from ._version import __version__
 
-__all__ = ["DEFAULT_TIMEOUT", "AsyncDashScope", "poll_delays"]
+__all__ = ["DEFAULT_TIMEOUT", "AsyncDashScope"]
 
 T = TypeVar("T")
 
@@ -57,9 +67,10 @@ DEFAULT_MAX_RETRIES: Final = 2
 WORKSPACE_HEADER: Final = "X-DashScope-WorkSpace"
 #: The service accepts task-list windows of at most this long.
 LIST_WINDOW: Final = timedelta(hours=24)
-#: ``wait`` gives up after this many consecutive polls failed (each after its own retries).
-MAX_FAILED_POLLS: Final = 5
-POLL_DELAY_CAP: Final = 5.0
+#: ``wait``'s polls: the first at once, then the adaptive planner's schedule.
+WAIT_POLICY: Final = PollPolicy(first_poll=0.0)
+#: The planner's key for tasks whose model ``wait`` was not told.
+UNKNOWN_MODEL: Final = ""
 
 _LOOPBACK_NAMES: Final = frozenset({"localhost", "localhost.localdomain"})
 
@@ -72,25 +83,6 @@ def _user_agent() -> str:
 class _Credentials:
     api_key: str = attrs.field(repr=False)
     workspace: str | None = None
-
-
-def poll_delays(poll_interval: float | None = None) -> Iterator[float]:
-    """The pauses between polls of ``wait``: 1, 1, 2, 2, 4, 4, 5, 5, ... or a fixed interval.
-
-    Example:
-        ```python
-        from itertools import islice
-        assert list(islice(poll_delays(), 8)) == [1, 1, 2, 2, 4, 4, 5, 5]
-        ```
-    """
-    if poll_interval is not None:
-        while True:
-            yield poll_interval
-    delay = 1.0
-    while True:
-        yield delay
-        yield delay
-        delay = min(delay * 2, POLL_DELAY_CAP)
 
 
 def _is_loopback(host: str) -> bool:
@@ -151,7 +143,10 @@ class _TaskListing:
     finalize on either backend.
     """
 
-    fetch_page: Callable[[Mapping[str, str | int]], Awaitable[_wire.TaskListWire]]
+    fetch_page: Callable[
+        [Mapping[str, str | int], Callable[[], Awaitable[None]] | None],
+        Awaitable[_wire.TaskListWire],
+    ]
     queries: list[dict[str, str | int]]
     before_page: Callable[[], Awaitable[None]] | None = None
     _window: int = 0
@@ -171,9 +166,9 @@ class _TaskListing:
         while not self._buffer:
             if self._window >= len(self.queries):
                 raise StopAsyncIteration
-            if self.before_page is not None:
-                await self.before_page()
-            page = await self.fetch_page({**self.queries[self._window], "page_no": self._page_no})
+            page = await self.fetch_page(
+                {**self.queries[self._window], "page_no": self._page_no}, self.before_page
+            )
             for entry in page.data:
                 if entry.task_id not in self._seen:
                     self._seen.add(entry.task_id)
@@ -198,6 +193,9 @@ class AsyncDashScope:
             Needed with a RAM sub-account key.
         timeout: per-request timeout (seconds or an ``httpx.Timeout``).
         max_retries: retries after a failed attempt, where retrying is safe.
+        max_retry_after: a server's ``Retry-After`` (or ``retry-after-ms``) is honoured up to
+            this many seconds; a longer ask waits this long. It caps every wait a server can
+            ask of this client and of runners using it (polls and paused submissions too).
         http_client: your own ``httpx.AsyncClient`` (proxies, limits, transports). It is not
             closed by this client; credentials are never set on it as default headers.
         clock: where time and sleeps come from (tests pass a virtual clock).
@@ -227,6 +225,7 @@ class AsyncDashScope:
         workspace: str | None = None,
         timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
         max_retries: int = DEFAULT_MAX_RETRIES,
+        max_retry_after: float = MAX_RETRY_AFTER,
         http_client: httpx.AsyncClient | None = None,
         clock: Clock = SYSTEM_CLOCK,
         allow_insecure_http: bool = False,
@@ -250,7 +249,11 @@ class AsyncDashScope:
         )
         self._base = httpx.URL(self._base_url + "/")
         self._timeout = timeout
-        self._retry = RetryPolicy(max_retries=max_retries)
+        self._retry = RetryPolicy(
+            max_retries=max_retries, max_retry_after=check_max_retry_after(max_retry_after)
+        )
+        # Shared by every wait() of this client, so it learns each model's run time.
+        self._wait_planner = PollPlanner(WAIT_POLICY)
         self._clock = clock
         self._user_agent = _user_agent()
         self._owns_http = http_client is None
@@ -294,6 +297,11 @@ class AsyncDashScope:
     def max_retries(self) -> int:
         """Retries after a failed attempt, where retrying is safe."""
         return self._retry.max_retries
+
+    @property
+    def max_retry_after(self) -> float:
+        """The longest ``Retry-After`` honoured, in seconds (longer asks are cut to it)."""
+        return self._retry.max_retry_after
 
     def __repr__(self) -> str:
         return f"AsyncDashScope(base_url={self._base_url!r}, workspace={self.workspace!r})"
@@ -377,7 +385,7 @@ class AsyncDashScope:
         return await self._call(
             "POST",
             request.spec.submit_path,
-            kind=CallKind.SUBMIT,
+            kind=RequestKind.SUBMIT,
             parse=lambda data: _wire.task_from_submit(data, model=model),
             content=json.dumps(
                 _wire.submit_body(request, prepared.urls), ensure_ascii=False
@@ -387,13 +395,20 @@ class AsyncDashScope:
             retry_throttled=retry_throttled,
         )
 
-    async def get_task(self, task_id: str, *, retry: bool = True) -> TaskInfo:
+    async def get_task(
+        self,
+        task_id: str,
+        *,
+        retry: bool = True,
+        meter: Callable[[], Awaitable[None]] | None = None,
+    ) -> TaskInfo:
         """One task's status and results (``GET /tasks/{task_id}``).
 
         Args:
             task_id: the task's id.
             retry: retry a throttled or failed poll here (default). Pass False when you
                 schedule polls yourself: each attempt is then one request you metered.
+            meter: awaited before every attempt, retries included (a poll budget's turn).
 
         Returns:
             A ``TaskInfo``; a ``TaskResult`` when the task SUCCEEDED.
@@ -406,11 +421,22 @@ class AsyncDashScope:
         """
         path = f"/tasks/{_check_task_id(task_id)}"
         return await self._call(
-            "GET", path, kind=CallKind.READ, parse=_wire.task_info_from_wire, retry=retry
+            "GET",
+            path,
+            kind=RequestKind.POLL,
+            parse=_wire.task_info_from_wire,
+            retry=retry,
+            meter=meter,
         )
 
-    async def cancel_task(self, task_id: str) -> None:
+    async def cancel_task(
+        self, task_id: str, *, meter: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
         """Cancel a PENDING task (``POST /tasks/{task_id}/cancel``).
+
+        Args:
+            task_id: the task's id.
+            meter: awaited before every attempt, retries included (a poll budget's turn).
 
         Raises:
             BadRequestError: code ``UnsupportedOperation``: the task is no longer PENDING.
@@ -421,7 +447,7 @@ class AsyncDashScope:
             ```
         """
         path = f"/tasks/{_check_task_id(task_id)}/cancel"
-        await self._call("POST", path, kind=CallKind.READ, parse=_ignore_body)
+        await self._call("POST", path, kind=RequestKind.CANCEL, parse=_ignore_body, meter=meter)
 
     def list_tasks(
         self,
@@ -448,7 +474,8 @@ class AsyncDashScope:
             model: only tasks of this model (``"wanx-style-repaint-v1"``).
             status: only tasks in this status.
             page_size: entries per request.
-            before_page: awaited before each page is requested (to meter requests yourself).
+            before_page: awaited before every request for a page, a retried page's attempts
+                included (to meter requests yourself: one turn per request sent).
 
         Example:
             ```python
@@ -488,33 +515,41 @@ class AsyncDashScope:
         ]
         return _TaskListing(fetch_page=self._list_page, queries=queries, before_page=before_page)
 
-    async def _list_page(self, params: Mapping[str, str | int]) -> _wire.TaskListWire:
+    async def _list_page(
+        self,
+        params: Mapping[str, str | int],
+        meter: Callable[[], Awaitable[None]] | None,
+    ) -> _wire.TaskListWire:
         return await self._call(
             "GET",
             "/tasks",
-            kind=CallKind.READ,
+            kind=RequestKind.LIST,
             parse=lambda data: _wire.load(data, _wire.TaskListWire, what="task list"),
             params=params,
+            meter=meter,
         )
 
     async def wait(
         self,
         task_id: str,
         *,
-        # A deadline on the client's clock, checked between polls (the contract's signature).
+        # A deadline on the client's clock: no wait, backoff or request runs past it.
         timeout: float | None = None,  # noqa: ASYNC109
         poll_interval: float | None = None,
     ) -> TaskResult:
         """Poll a task until it ends; return its result or raise why it has none.
 
-        The first poll goes at once, then after 1, 1, 2, 2, 4, 4, 5, 5, ... seconds (or every
-        ``poll_interval``). A throttled, failed or lost poll is retried, never taken for the
-        task's failure.
+        The first poll goes at once; then the adaptive planner the runner uses decides (it
+        learns each model's run time from the tasks this client waited for), or every
+        ``poll_interval`` seconds. It is the runner's poll loop: a throttled, failed, lost or
+        unreadable poll (a 408, 429, 5xx, no answer, a 200 that is not the service's JSON) is
+        retried with backoff, or after the server's ``Retry-After`` up to ``max_retry_after``,
+        never taken for the task's failure; and no wait runs past ``timeout``.
 
         Args:
             task_id: the task to wait for.
             timeout: seconds to wait in all; None waits as long as the task runs.
-            poll_interval: a fixed pause between polls instead of the schedule above.
+            poll_interval: a fixed pause between polls instead of the planner's.
 
         Returns:
             The SUCCEEDED task; ``failures`` lists images that failed beside the good ones.
@@ -524,6 +559,7 @@ class AsyncDashScope:
             TaskCanceledError: CANCELED.
             TaskNotFoundError: UNKNOWN (a wrong id, or a task older than 24 hours).
             TaskTimeoutError: still in progress at the deadline (``status`` says where).
+            APIError: a poll was refused (a wrong key, no permission, ...).
 
         Example:
             ```python
@@ -533,40 +569,40 @@ class AsyncDashScope:
                 print("still", exc.status)
             ```
         """
-        _check_task_id(task_id)
-        if poll_interval is not None and poll_interval <= 0:
+        return await self._wait(
+            TaskPoll(task_id, UNKNOWN_MODEL), timeout=timeout, poll_interval=poll_interval
+        )
+
+    async def _wait(
+        self,
+        poll: TaskPoll,
+        *,
+        timeout: float | None,  # noqa: ASYNC109 - a deadline on the client's clock
+        poll_interval: float | None = None,
+    ) -> TaskResult:
+        _check_task_id(poll.task_id)
+        if timeout is not None and not timeout >= 0:
+            raise ValidationError("timeout", f"must be a number of seconds >= 0, not {timeout!r}")
+        if poll_interval is not None and not poll_interval > 0:
             raise ValidationError("poll_interval", "must be positive")
+        planner = self._wait_planner
+        if poll_interval is not None:
+            # A fresh planner knows no run time, so every gap is clamped to the interval.
+            planner = PollPlanner(
+                PollPolicy(first_poll=0.0, min_interval=poll_interval, max_interval=poll_interval)
+            )
         deadline = None if timeout is None else self._clock.now() + timeout
-        delays = poll_delays(poll_interval)
-        failed_polls = 0
-        last_status = TaskStatus.PENDING
-        while True:
-            pause = next(delays)
-            try:
-                info = await self.get_task(task_id)
-            except (APIError, APIConnectionError) as exc:
-                if not _is_transient(exc):
-                    raise
-                failed_polls += 1
-                if failed_polls >= MAX_FAILED_POLLS:
-                    raise
-                if isinstance(exc, APIError) and exc.retry_after is not None:
-                    pause = max(pause, exc.retry_after)
-            else:
-                failed_polls = 0
-                last_status = info.status
-                if info.status.is_terminal:
-                    return result_or_raise(info)
-            now = self._clock.now()
-            if deadline is not None:
-                if now >= deadline:
-                    raise TaskTimeoutError(
-                        f"task {task_id} still {last_status.value} after {timeout} s",
-                        task_id=task_id,
-                        status=last_status,
-                    )
-                pause = min(pause, deadline - now)
-            await self._clock.sleep(pause)
+        try:
+            info = await poll_until_done(
+                poll, service=self, planner=planner, clock=self._clock, deadline=deadline
+            )
+        except TaskTimeoutError as exc:
+            raise TaskTimeoutError(
+                f"task {poll.task_id} still {exc.status.value} after {timeout} s",
+                task_id=poll.task_id,
+                status=exc.status,
+            ) from None
+        return result_or_raise(info)
 
     async def generate(
         self,
@@ -586,7 +622,8 @@ class AsyncDashScope:
             ```
         """
         task = await self.submit(request)
-        return await self.wait(task.task_id, timeout=timeout)
+        poll = TaskPoll(task.task_id, request.model, task.status, submitted_at=self._clock.now())
+        return await self._wait(poll, timeout=timeout)
 
     async def download(self, image: GeneratedImage, dest: str | os.PathLike[str]) -> Path:
         """Save a result image to ``dest``; no credentials go to the result host.
@@ -603,7 +640,7 @@ class AsyncDashScope:
         response = await self._call(
             "GET",
             "/uploads",
-            kind=CallKind.READ,
+            kind=RequestKind.UPLOAD,
             parse=lambda data: _wire.load(
                 data, _wire.UploadPolicyResponseWire, what="upload policy"
             ),
@@ -635,7 +672,7 @@ class AsyncDashScope:
         method: str,
         path: str,
         *,
-        kind: CallKind,
+        kind: RequestKind,
         parse: Callable[[Any], T],
         params: Mapping[str, str | int] | None = None,
         content: bytes | None = None,
@@ -643,6 +680,7 @@ class AsyncDashScope:
         model: str | None = None,
         retry_throttled: bool = True,
         retry: bool = True,
+        meter: Callable[[], Awaitable[None]] | None = None,
     ) -> T:
         url = httpx.URL(self._base_url + path)
         if params:
@@ -656,6 +694,8 @@ class AsyncDashScope:
                 headers=self._request_headers(url, headers or {}),
                 timeout=self._timeout,
             )
+            if meter is not None:
+                await meter()  # every attempt is one request the caller metered
             log_request(method, url.path, attempt=retries_taken)
             sent_at = self._clock.wall()
             answer_headers: httpx.Headers | None = None
@@ -671,16 +711,22 @@ class AsyncDashScope:
                     try:
                         return parse(_json_of(response))
                     except ResponseValidationError as exc:
-                        if kind is not CallKind.SUBMIT:
-                            raise
+                        verdict = verdict_for_unreadable(kind)
+                        failure, cause = exc, None
                         why = f"HTTP {response.status_code} with an unreadable body"
-                        raise self._ambiguous(model, sent_at, why) from exc
-                error = self._scrub(error_from_response(response, now=self._clock.wall()))
-                verdict = verdict_for_response(
-                    kind, error, response.headers, retry_throttled=retry_throttled
-                )
-                failure, cause, answer_headers = error, None, response.headers
-                why = f"HTTP {response.status_code} without the service's answer"
+                else:
+                    error = self._scrub(
+                        error_from_response(
+                            response,
+                            now=self._clock.wall(),
+                            max_retry_after=self._retry.max_retry_after,
+                        )
+                    )
+                    verdict = verdict_for_response(
+                        kind, error, response.headers, retry_throttled=retry_throttled
+                    )
+                    failure, cause, answer_headers = error, None, response.headers
+                    why = f"HTTP {response.status_code} without the service's answer"
             if verdict is Verdict.RETRY and retry and retries_taken < self._retry.max_retries:
                 await self._backoff(retries_taken, answer_headers)
                 retries_taken += 1
@@ -730,13 +776,6 @@ def _json_of(response: httpx.Response) -> Any:
             f"the answer to {response.request.method} {response.request.url.path} is not JSON",
             field="$",
         ) from None
-
-
-def _is_transient(exc: APIError | APIConnectionError) -> bool:
-    """A failed poll that says nothing about the task: throttled, a server error, no answer."""
-    if isinstance(exc, APIConnectionError):
-        return True
-    return isinstance(exc, RateLimitError | ServerError) or exc.status_code == 408
 
 
 def _ignore_body(data: Any) -> None:

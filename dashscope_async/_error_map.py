@@ -25,7 +25,7 @@ from ._errors import (
     ResponseValidationError,
     ServerError,
 )
-from ._retry import parse_retry_after
+from ._retry import MAX_RETRY_AFTER, read_retry_after
 from ._wire import ErrorWire, load
 
 __all__ = ["QUOTA_CODES", "error_class", "error_from_response", "request_id_of"]
@@ -87,11 +87,14 @@ def request_id_of(response: httpx.Response, body_request_id: str | None = None) 
     return None
 
 
-def error_from_response(response: httpx.Response, *, now: datetime) -> APIError:
+def error_from_response(
+    response: httpx.Response, *, now: datetime, max_retry_after: float = MAX_RETRY_AFTER
+) -> APIError:
     """The exception for an error answer; a body that is not the service's JSON is tolerated.
 
     The service's error JSON (``{"code", "message", "request_id"}``) sets ``code`` and
     ``message``; otherwise ``code`` is None and the message describes the answer.
+    ``retry_after`` is the server's ``Retry-After``, capped at ``max_retry_after`` seconds.
     """
     body = _service_error(response)
     code = body.code if body is not None and body.code else None
@@ -107,7 +110,7 @@ def error_from_response(response: httpx.Response, *, now: datetime) -> APIError:
         status_code=response.status_code,
         code=code,
         request_id=request_id_of(response, body.request_id if body is not None else None),
-        retry_after=parse_retry_after(response.headers, now=now),
+        retry_after=read_retry_after(response.headers, now=now, cap=max_retry_after),
     )
 
 

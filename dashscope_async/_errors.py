@@ -168,7 +168,8 @@ class APIError(DashScopeError):
         code: the service's error code, such as ``"InvalidParameter"``, when it sent one.
         message: the service's message, or a description of the answer.
         request_id: the service's request id, when it sent one (quote it to support).
-        retry_after: seconds the service asked us to wait, when it said so.
+        retry_after: seconds the service asked us to wait, when it said so (capped by the
+            client's ``max_retry_after``, 60 s by default).
 
     Example:
         ```python

@@ -53,7 +53,7 @@ from ._errors import (
 from ._images import EXTENSIONS, MIME_TYPES, check_byte_size, check_image, verify_image_file
 from ._logging import logger
 from ._models import GeneratedImage, Request, SketchToImage, StyleRepaint, TaskResult
-from ._retry import backoff_delay
+from ._retry import RequestKind, backoff_delay, transient_status
 from ._wire import UploadPolicyWire
 
 __all__ = [
@@ -346,10 +346,6 @@ def _connection_error(exc: httpx.TransportError, *, host: str) -> APIConnectionE
     return cls(f"no answer from the {host} at {url}: {type(exc).__name__}")
 
 
-def _retryable_status(status: int) -> bool:
-    return status >= 500 or status in (408, 429)
-
-
 # --- the preparer -----------------------------------------------------------------------------
 
 
@@ -500,7 +496,7 @@ class InputPreparer:
                     refreshed_policy = True
                     self._policies.forget(model)
                     continue
-                if not _retryable_status(response.status_code):
+                if not transient_status(RequestKind.UPLOAD, response.status_code):
                     raise error
                 failure = error
             if retries_taken >= self.upload_retries:
@@ -619,7 +615,7 @@ async def _stream_to(http: httpx.AsyncClient, url: str, part: Path, *, wall: dat
                 response.status_code == 404 and expiry is not None and wall >= expiry
             ):
                 raise _expired_error(url, f"HTTP {response.status_code} {error.code or ''}".strip())
-            if _retryable_status(response.status_code):
+            if transient_status(RequestKind.DOWNLOAD, response.status_code):
                 raise _RetryableDownloadError(error)
             raise error
         received = 0

@@ -33,6 +33,7 @@ import attrs
 from ._clock import SYSTEM_CLOCK, Clock
 from ._config import MODELS
 from ._errors import ValidationError
+from ._retry import backoff_delay
 
 __all__ = [
     "Limiter",
@@ -117,9 +118,10 @@ class Limits:
             (100 ms at the default 2/s); lower it if your quota is much higher.
         throttle_backoff: the first pause after a 429 that carries no ``Retry-After``; it
             doubles with every further 429 in a row.
-        throttle_backoff_max: the longest such pause, before jitter.
-        throttle_jitter: a random extra of up to this fraction of the pause, so that several
-            processes sharing an account do not retry in step.
+        throttle_backoff_max: the longest such pause.
+        throttle_jitter: up to this fraction of the pause is taken off at random, so that
+            several processes sharing an account do not retry in step. A ``Retry-After``
+            replaces the backoff, honoured up to the client's ``max_retry_after`` (60 s).
 
     Example:
         ```python
@@ -328,9 +330,10 @@ class WindowPacer:
 class CoolDown:
     """A model's pause after 429s: until when, and how many 429s in a row so far.
 
-    Without ``Retry-After`` the pause is ``throttle_backoff * 2**n`` (``n`` = 429s in a row
-    before this one), capped at ``throttle_backoff_max``, plus up to ``throttle_jitter`` of it
-    at random. A pause only ever extends the current one; a successful submit resets ``n``.
+    Without ``Retry-After`` the pause is the retry policy's backoff: ``throttle_backoff * 2**n``
+    (``n`` = 429s in a row before this one), capped at ``throttle_backoff_max``, less up to
+    ``throttle_jitter`` of it at random. A ``Retry-After`` comes capped from the client. A pause
+    only ever extends the current one; a successful submit resets ``n``.
     """
 
     __slots__ = ("_base", "_cap", "_jitter", "_random", "consecutive", "until")
@@ -343,19 +346,18 @@ class CoolDown:
         self.until = -math.inf
         self.consecutive = 0
 
-    def backoff(self, consecutive: int) -> float:
-        """The pause, before jitter, after ``consecutive`` earlier 429s in a row."""
-        # min() first: 2**n overflows a float long before any sane cap is reached.
-        return min(self._base * 2.0 ** min(consecutive, 64), self._cap)
+    def backoff(self, consecutive: int, jitter: float = 0.0) -> float:
+        """The pause after ``consecutive`` earlier 429s in a row (``jitter`` in [0, 1))."""
+        return backoff_delay(
+            consecutive, jitter=jitter, base=self._base, cap=self._cap, spread=self._jitter
+        )
 
     def pause(self, now: float, retry_after: float | None) -> float:
         """Start or extend the pause after a 429; return its length from ``now``."""
         if retry_after is not None and not math.isnan(retry_after):
             seconds = max(retry_after, 0.0)
         else:
-            seconds = self.backoff(self.consecutive)
-            if self._jitter:
-                seconds *= 1.0 + self._jitter * self._random.random()
+            seconds = self.backoff(self.consecutive, self._random.random() if self._jitter else 0.0)
         self.consecutive += 1
         self.until = max(self.until, now + seconds)
         return seconds

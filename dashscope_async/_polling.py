@@ -26,6 +26,7 @@ import attrs
 from ._config import MODELS
 from ._errors import ValidationError
 from ._models import TaskStatus
+from ._retry import backoff_delay
 
 __all__ = ["PollPlanner", "PollPolicy", "RunTimeEstimate", "RunTimeStats"]
 
@@ -398,18 +399,19 @@ class PollPlanner:
 
         Args:
             attempt: failures in a row for this task so far, counting this one (1, 2, ...).
-            retry_after: the server's ``Retry-After`` in seconds, if it sent one; honoured
-                exactly.
+            retry_after: the server's ``Retry-After`` in seconds, if it sent one (the client
+                has capped it already); honoured as given.
 
         Returns:
-            ``retry_after`` when given, else ``error_backoff * 2**(attempt - 1)`` up to
-            ``error_backoff_max``.
+            ``retry_after`` when given, else the retry policy's backoff without jitter:
+            ``error_backoff * 2**(attempt - 1)`` up to ``error_backoff_max``.
         """
         if retry_after is not None and not math.isnan(retry_after):
             return max(retry_after, 0.0)
         policy = self.policy
-        exponent = min(max(attempt - 1, 0), 64)
-        return min(policy.error_backoff * 2.0**exponent, policy.error_backoff_max)
+        return backoff_delay(
+            attempt - 1, jitter=0.0, base=policy.error_backoff, cap=policy.error_backoff_max
+        )
 
     def _running_delay(self, estimate: RunTimeEstimate, elapsed: float) -> float:
         policy = self.policy

@@ -36,15 +36,12 @@ from ._budget import Budget, BudgetLedger
 from ._client import AsyncDashScope, result_or_raise
 from ._errors import (
     AmbiguousSubmitError,
-    APIConnectionError,
     BadRequestError,
     BudgetExceededError,
     DashScopeError,
     JobCanceledError,
     RateLimitError,
     RecordedFailureError,
-    ResponseValidationError,
-    ServerError,
     TaskFailedError,
     TaskNotFoundError,
     TaskTimeoutError,
@@ -56,7 +53,9 @@ from ._journal import JobState, Journal, JournalEntry, fingerprint, job_key
 from ._limits import Limiter, Limits, LocalLimiter
 from ._logging import get_logger
 from ._models import Request, SketchToImage, StyleRepaint, Task, TaskInfo, TaskResult, TaskStatus
+from ._poll_loop import TaskPoll, poll_until_done
 from ._polling import PollPlanner, PollPolicy
+from ._retry import RequestKind, is_transient
 
 __all__ = ["AsyncTaskRunner", "Batch", "Job", "JobHandle", "JobStatus", "Outcome"]
 
@@ -79,13 +78,6 @@ KNOWN_TASK_MEMORY: Final = 120.0
 #: service's 2 submissions/s a model makes 240 in ``KNOWN_TASK_MEMORY``). If younger ids had to
 #: be let go, a lost submit is not reconciled but reported, since it could not be proven.
 KNOWN_TASK_LIMIT: Final = 10_000
-
-_RETRYABLE_POLL_ERRORS: Final = (
-    RateLimitError,
-    ServerError,
-    APIConnectionError,
-    ResponseValidationError,
-)
 
 
 class JobStatus(enum.StrEnum):
@@ -877,7 +869,9 @@ class AsyncTaskRunner:
                     if item.created is not None and item.created < since:
                         continue
                     candidates.append(Task(item.task_id, item.status, model, item.request_id))
-            except _RETRYABLE_POLL_ERRORS:
+            except DashScopeError as exc:
+                if not is_transient(RequestKind.LIST, exc):
+                    raise
                 continue
             if len(candidates) == 1:
                 self._emit(EventKind.RECONCILED, state, task_id=candidates[0].task_id)
@@ -897,65 +891,22 @@ class AsyncTaskRunner:
         return None
 
     async def _poll_to_end(self, state: _JobState, task: Task) -> TaskInfo:
-        model = state.model
         assert state.submitted_at is not None
-        submitted_at = state.submitted_at
         deadline = self._poll_policy.deadline
-        running_since: float | None = None
-        seen_pending = False
-        status = task.status
-        errors = 0
-        delay: float | None = None
-        while True:
-            now = self._clock.now()
-            if delay is None:
-                since_running: float | None
-                if running_since is not None:
-                    since_running = now - running_since
-                elif not seen_pending:
-                    # Submitted into a free slot, a task starts at once.
-                    since_running = now - submitted_at
-                else:
-                    since_running = None
-                delay = self._planner.next_delay(
-                    model,
-                    since_submit=now - submitted_at,
-                    since_running=since_running,
-                    status=status,
-                    polls_so_far=state.polls,
-                )
-            if deadline is not None:
-                remaining = submitted_at + deadline - now
-                if remaining <= 0:
-                    await self._give_up(state, status, deadline)
-                delay = min(delay, remaining)
-            await self._clock.sleep(delay)
-            delay = None
-            await self._limiter.poll_turn()
-            try:
-                # One attempt per poll turn: retries are the planner's, inside the poll budget.
-                info = await self._client.get_task(task.task_id, retry=False)
-            except _RETRYABLE_POLL_ERRORS as exc:
-                errors += 1
-                delay = self._planner.after_error(errors, getattr(exc, "retry_after", None))
-                self._emit(EventKind.RETRIED, state, delay=delay, error=str(exc))
-                continue
-            errors = 0
-            state.polls += 1
-            status = info.status
-            if status is TaskStatus.PENDING:
-                seen_pending = True
-                state.status = JobStatus.PENDING
-            elif status is TaskStatus.RUNNING and running_since is None:
-                # Never seen PENDING: it started when it was submitted, into a free slot.
-                running_since = self._clock.now() if seen_pending else submitted_at
-                state.status = JobStatus.RUNNING
-                self._emit(EventKind.RUNNING, state)
-            if status.is_terminal:
-                run_seconds = info.run_seconds
-                if run_seconds is not None and status is TaskStatus.SUCCEEDED:
-                    self._planner.stats.observe(model, run_seconds)
-                return info
+        try:
+            return await poll_until_done(
+                TaskPoll(task.task_id, state.model, task.status, submitted_at=state.submitted_at),
+                service=self._client,
+                planner=self._planner,
+                clock=self._clock,
+                deadline=None if deadline is None else state.submitted_at + deadline,
+                meter=self._limiter.poll_turn,
+                observer=_JobPollObserver(self, state),
+            )
+        except TaskTimeoutError as exc:
+            assert deadline is not None
+            await self._give_up(state, exc.status, deadline)
+            raise
 
     async def _give_up(self, state: _JobState, status: TaskStatus, deadline: float) -> None:
         assert state.task_id is not None
@@ -976,9 +927,9 @@ class AsyncTaskRunner:
         """Ask the service to cancel the job's task; True if it was cancelled (it was PENDING)."""
         assert state.task_id is not None
         with anyio.move_on_after(CLEANUP_SECONDS, shield=True):
-            await self._limiter.poll_turn()
             try:
-                await self._client.cancel_task(state.task_id)
+                # Every attempt, retries included, takes its own turn in the poll budget.
+                await self._client.cancel_task(state.task_id, meter=self._limiter.poll_turn)
             except BadRequestError:
                 return False  # UnsupportedOperation: it had already left PENDING
             except DashScopeError as exc:
@@ -1028,6 +979,25 @@ class AsyncTaskRunner:
                 error=error,
             )
         )
+
+
+@attrs.frozen
+class _JobPollObserver:
+    """Turns what the poll loop sees into the job's status, poll count and events."""
+
+    runner: AsyncTaskRunner
+    state: _JobState
+
+    def answered(self, poll: TaskPoll, info: TaskInfo, *, started_running: bool) -> None:
+        self.state.polls = poll.polls
+        if info.status is TaskStatus.PENDING:
+            self.state.status = JobStatus.PENDING
+        elif started_running:
+            self.state.status = JobStatus.RUNNING
+            self.runner._emit(EventKind.RUNNING, self.state)
+
+    def failed(self, poll: TaskPoll, error: DashScopeError, delay: float) -> None:
+        self.runner._emit(EventKind.RETRIED, self.state, delay=delay, error=str(error))
 
 
 class Batch:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Literal, cast
 
@@ -195,7 +195,11 @@ class FakeClient:
             )
         return TaskInfo(**common)  # type: ignore[arg-type]
 
-    async def cancel_task(self, task_id: str) -> None:
+    async def cancel_task(
+        self, task_id: str, *, meter: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
+        if meter is not None:
+            await meter()
         self.cancels.append(task_id)
         task = self.tasks[task_id]
         if task.status(self.clock.now()) is not TaskStatus.PENDING:

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 import dashscope_async as ds
-from dashscope_async._client import AsyncDashScope, list_windows, poll_delays
+from dashscope_async._client import AsyncDashScope, list_windows
 from tests.mock_service import (
     API_KEY,
     BASE_URL,
@@ -328,7 +328,7 @@ async def test_a_user_client_stays_open() -> None:
 # --- wait -----------------------------------------------------------------------------------------
 
 
-async def test_wait_polls_at_once_then_backs_off() -> None:
+async def test_wait_polls_at_once_then_at_the_planners_cadence() -> None:
     clock = RecordingClock()
     service = ScriptedService([task_answer("PENDING")] * 5 + [task_answer("RUNNING")] * 3).then(
         task_answer("SUCCEEDED", results=[{"url": "https://result.test/a.png"}])
@@ -337,7 +337,11 @@ async def test_wait_polls_at_once_then_backs_off() -> None:
         result = await client.wait("task-1")
     assert result.status is ds.TaskStatus.SUCCEEDED
     assert len(service.requests) == 9
-    assert clock.sleeps == [1, 1, 2, 2, 4, 4, 5, 5]
+    # PENDING, of a model wait() was not told: a tenth of the 15 s prior; once seen to start
+    # RUNNING, the planner's cold start polls densely, growing with the time it has run.
+    assert clock.sleeps[:5] == [1.5] * 5
+    assert clock.sleeps[5:] == sorted(clock.sleeps[5:])
+    assert all(0.1 <= pause < 1.5 for pause in clock.sleeps[5:])
 
 
 async def test_wait_with_a_fixed_interval() -> None:
@@ -390,9 +394,9 @@ async def test_wait_times_out_with_the_last_status() -> None:
     assert caught.value.task_id == "task-1"
     assert caught.value.status is ds.TaskStatus.RUNNING
     assert clock.t == pytest.approx(10)
-    # 0, 1, 2, 4, 6, 10 (the last sleep shortened to the deadline, then one final poll)
-    assert clock.sleeps == [1, 1, 2, 2, 4]
-    assert len(service.requests) == 6
+    # 0, 1.5, ..., 9, 10 (the last sleep shortened to the deadline, then one final poll)
+    assert clock.sleeps == pytest.approx([1.5] * 6 + [1.0])
+    assert len(service.requests) == 8
 
 
 @pytest.mark.parametrize(
@@ -401,6 +405,9 @@ async def test_wait_times_out_with_the_last_status() -> None:
         error_response(429, "Throttling.RateQuota"),
         error_response(503, "ModelUnavailable"),
         error_response(500, None),
+        error_response(408, "RequestTimeOut"),
+        httpx.Response(200, text="<html><body>gateway</body></html>"),
+        httpx.Response(200, text='{"output": {"task_id": "'),
         httpx.ConnectError("refused"),
         httpx.ReadTimeout("slow"),
     ],
@@ -417,12 +424,17 @@ async def test_a_failed_poll_is_not_the_tasks_failure(failure: httpx.Response | 
     assert len(service.requests) == 3
 
 
-async def test_wait_gives_up_after_many_failed_polls() -> None:
+async def test_wait_rides_out_failed_polls_until_its_deadline() -> None:
+    clock = RecordingClock()
     service = ScriptedService(fallback=lambda request: error_response(500, "InternalError"))
-    async with mock_client(service, max_retries=0) as client:
-        with pytest.raises(ds.ServerError):
-            await client.wait("task-1")
-    assert len(service.requests) == 5
+    async with mock_client(service, clock=clock, max_retries=0) as client:
+        with pytest.raises(ds.TaskTimeoutError):
+            await client.wait("task-1", timeout=60)
+    assert clock.t == pytest.approx(60)
+    # The poll loop's backoff: 0.5, 1, 2, 4, 8, 8, ... (one request per poll, no retries).
+    assert clock.sleeps[:6] == [0.5, 1, 2, 4, 8, 8]
+    assert max(clock.sleeps) == 8
+    assert len(service.requests) == len(clock.sleeps) + 1
 
 
 async def test_wait_does_not_swallow_a_refusal() -> None:
@@ -445,13 +457,6 @@ async def test_generate_submits_then_waits() -> None:
         result = await client.generate(REPAINT)
     assert result.task_id == "task-7"
     assert [r.method for r in service.requests] == ["POST", "GET", "GET"]
-
-
-def test_poll_schedule() -> None:
-    from itertools import islice
-
-    assert list(islice(poll_delays(), 10)) == [1, 1, 2, 2, 4, 4, 5, 5, 5, 5]
-    assert list(islice(poll_delays(0.5), 3)) == [0.5, 0.5, 0.5]
 
 
 # --- list -----------------------------------------------------------------------------------------

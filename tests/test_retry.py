@@ -19,10 +19,11 @@ from dashscope_async._client import AsyncDashScope
 from dashscope_async._error_map import error_from_response
 from dashscope_async._retry import (
     MAX_RETRY_AFTER,
-    CallKind,
+    RequestKind,
     RetryPolicy,
     Verdict,
     backoff_delay,
+    is_transient,
     parse_retry_after,
     verdict_for_exception,
     verdict_for_response,
@@ -121,7 +122,9 @@ def _error(status: int, code: str | None = None, *, json_body: bool = True) -> d
     return error_from_response(response, now=NOW)
 
 
-READ, SUBMIT = CallKind.READ, CallKind.SUBMIT
+SUBMIT = RequestKind.SUBMIT
+#: Every kind that may be sent twice follows the read column of the table.
+REPEATABLE = [kind for kind in RequestKind if kind.repeatable]
 R, X, A = Verdict.RETRY, Verdict.RAISE, Verdict.AMBIGUOUS
 
 RESPONSE_TABLE = [
@@ -159,13 +162,17 @@ def test_response_verdicts(
 ) -> None:
     error = _error(status, code, json_body=json_body)
     headers = httpx.Headers()
-    assert verdict_for_response(READ, error, headers) is read
+    for kind in REPEATABLE:
+        assert verdict_for_response(kind, error, headers) is read
+        # What the client retries is what the poll loop and the runner treat as transient.
+        assert is_transient(kind, error) is (read is R)
     assert verdict_for_response(SUBMIT, error, headers) is submit
+    assert is_transient(SUBMIT, error) is (submit is R)
 
 
 def test_throttles_raise_at_once_when_the_caller_paces_itself() -> None:
     error = _error(429, "Throttling.RateQuota")
-    for kind in CallKind:
+    for kind in RequestKind:
         assert verdict_for_response(kind, error, httpx.Headers(), retry_throttled=False) is X
 
 
@@ -186,7 +193,8 @@ def test_x_should_retry(
 ) -> None:
     error = _error(status, code, json_body=code is not None)
     headers = httpx.Headers({"x-should-retry": told})
-    assert verdict_for_response(READ, error, headers) is read
+    for kind in REPEATABLE:
+        assert verdict_for_response(kind, error, headers) is read
     assert verdict_for_response(SUBMIT, error, headers) is submit
 
 
@@ -208,7 +216,8 @@ EXCEPTION_TABLE = [
 
 @pytest.mark.parametrize(("exc", "read", "submit"), EXCEPTION_TABLE)
 def test_exception_verdicts(exc: httpx.TransportError, read: Verdict, submit: Verdict) -> None:
-    assert verdict_for_exception(READ, exc) is read
+    for kind in REPEATABLE:
+        assert verdict_for_exception(kind, exc) is read
     assert verdict_for_exception(SUBMIT, exc) is submit
 
 
@@ -500,28 +509,41 @@ async def test_submit_without_throttle_retries_still_retries_connect_errors() ->
     ],
 )
 async def test_malformed_task_answers_name_the_field(body: Any, field_part: str) -> None:
-    service = ScriptedService([json_response(200, body)])
+    # An answer we cannot read says nothing about the task: retried like a 5xx, then raised.
+    service = ScriptedService(fallback=lambda request: json_response(200, body))
     async with mock_client(service) as client:
         with pytest.raises(ds.ResponseValidationError) as caught:
             await client.get_task("t")
     assert caught.value.field is not None
     assert field_part in caught.value.field
-    assert len(service.requests) == 1
+    assert len(service.requests) == 1 + client.max_retries
 
 
 @pytest.mark.anyio
 async def test_a_task_answer_that_is_not_json() -> None:
-    service = ScriptedService([httpx.Response(200, text="<html>")])
-    async with mock_client(service) as client:
+    service = ScriptedService(fallback=lambda request: httpx.Response(200, text="<html>"))
+    async with mock_client(service, max_retries=0) as client:
         with pytest.raises(ds.ResponseValidationError) as caught:
             await client.get_task("t")
     assert caught.value.field == "$"
+    assert len(service.requests) == 1
+
+
+@pytest.mark.anyio
+async def test_a_gateway_page_instead_of_a_task_answer_is_retried() -> None:
+    service = ScriptedService(
+        [httpx.Response(200, text="<html>busy</html>", headers={"content-type": "text/html"})]
+    ).then(task_answer("RUNNING", task_id="t"))
+    async with mock_client(service) as client:
+        info = await client.get_task("t")
+    assert info.status is ds.TaskStatus.RUNNING
+    assert len(service.requests) == 2
 
 
 @pytest.mark.anyio
 async def test_a_malformed_list_page_names_the_field() -> None:
     service = ScriptedService([json_response(200, {"data": [{"status": "RUNNING"}]})])
-    async with mock_client(service) as client:
+    async with mock_client(service, max_retries=0) as client:
         with pytest.raises(ds.ResponseValidationError) as caught:
             async for _ in client.list_tasks(start=datetime(2026, 1, 1, tzinfo=UTC)):
                 pass
