@@ -25,7 +25,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._config import DEFAULT_API_KEY, EmulatorConfig, ModelBehaviour
+    from ._config import DEFAULT_API_KEY, EmulatorConfig, ModelBehaviour, RunDistribution
     from ._core import Call, HostUrls, Reply
     from ._emulator import Emulator, RunningServer
     from ._faults import Fault, Faults, TaskFault
@@ -38,6 +38,7 @@ _HOMES = {
     "DEFAULT_API_KEY": "_config",
     "EmulatorConfig": "_config",
     "ModelBehaviour": "_config",
+    "RunDistribution": "_config",
     "Call": "_core",
     "HostUrls": "_core",
     "Reply": "_core",
@@ -80,6 +81,7 @@ __all__ = [
     "InputProblem",
     "ModelBehaviour",
     "Reply",
+    "RunDistribution",
     "RunningServer",
     "TaskFault",
 ]

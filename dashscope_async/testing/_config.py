@@ -16,10 +16,17 @@ import attrs
 from .._config import MODELS, TASK_ENDPOINT_QPS, TASK_RETENTION_SECONDS, UPLOAD_POLICY_QPS
 from .._config import UPLOAD_RETENTION_SECONDS as UPLOAD_LIFETIME_SECONDS
 
-__all__ = ["DEFAULT_API_KEY", "EmulatorConfig", "ModelBehaviour"]
+__all__ = ["DEFAULT_API_KEY", "EmulatorConfig", "ModelBehaviour", "RunDistribution"]
 
 #: The key the emulator accepts unless told otherwise.
 DEFAULT_API_KEY = "sk-emulator"
+
+
+#: How run times spread around their mean: ``"lognormal"`` (the service's shape: a tight spread,
+#: ``run_sigma``), ``"uniform"`` (flat within ``run_jitter`` of the mean) or ``"pareto"``
+#: (heavy-tailed: most runs a little shorter than the mean, a few several times longer;
+#: ``run_tail`` sets how heavy). Every shape keeps the mean at ``run_seconds``.
+RunDistribution = Literal["lognormal", "uniform", "pareto"]
 
 
 def _positive_or_none(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -39,19 +46,34 @@ class ModelBehaviour:
         when_busy: ``"queue"`` (the service's way: tasks beyond ``max_in_progress`` wait as
             PENDING and start in submission order) or ``"reject"`` (answer 429 instead).
         run_seconds: mean run time of a task before ``time_scale``.
-        run_sigma: spread of the lognormal run time (0.05 means about 5 %).
+        run_distribution: the shape of run times around that mean: ``"lognormal"``,
+            ``"uniform"`` or ``"pareto"`` (heavy-tailed).
+        run_sigma: lognormal only: the spread of the logarithm (0.05 means about 5 %; 0 makes
+            every run exactly ``run_seconds``).
+        run_jitter: uniform only: each run lies within this fraction of the mean (0.1: +-10 %).
+        run_tail: pareto only: the tail index, above 1; the smaller, the heavier the tail (at
+            2.5, runs are at least 0.6 of the mean and about 2 % exceed three times it).
 
     Example:
         ```python
         ModelBehaviour(submit_rate=2, max_in_progress=1, run_seconds=15.0)
+        ModelBehaviour(run_seconds=15.0, run_distribution="uniform", run_jitter=0.1)
+        ModelBehaviour(run_seconds=15.0, run_distribution="pareto", run_tail=2.0)
         ```
     """
 
     submit_rate: float | None = attrs.field(default=2.0, validator=_positive_or_none)
     max_in_progress: int | None = attrs.field(default=1, validator=_positive_or_none)
     when_busy: Literal["queue", "reject"] = "queue"
-    run_seconds: float = 15.0
-    run_sigma: float = 0.05
+    run_seconds: float = attrs.field(default=15.0, validator=attrs.validators.gt(0))
+    run_distribution: RunDistribution = attrs.field(
+        default="lognormal", validator=attrs.validators.in_(("lognormal", "uniform", "pareto"))
+    )
+    run_sigma: float = attrs.field(default=0.05, validator=attrs.validators.ge(0))
+    run_jitter: float = attrs.field(
+        default=0.1, validator=[attrs.validators.ge(0), attrs.validators.lt(1)]
+    )
+    run_tail: float = attrs.field(default=2.5, validator=attrs.validators.gt(1))
 
 
 def _default_models() -> dict[str, ModelBehaviour]:
@@ -147,10 +169,21 @@ class EmulatorConfig:
         models[model] = attrs.evolve(self.behaviour(model), **changes)
         return attrs.evolve(self, models=models)
 
+    def with_models(self, **changes: Any) -> EmulatorConfig:
+        """A copy with every model's behaviour changed alike.
+
+        Example:
+            ```python
+            jittery = EmulatorConfig().with_models(run_distribution="uniform", run_jitter=0.1)
+            ```
+        """
+        models = {
+            name: attrs.evolve(self.behaviour(name), **changes)
+            for name in dict.fromkeys([*MODELS, *self.models])
+        }
+        return attrs.evolve(self, models=models)
+
     def without_limits(self) -> EmulatorConfig:
         """A copy with every rate and concurrency limit lifted ('off')."""
-        models = {
-            name: attrs.evolve(behaviour, submit_rate=None, max_in_progress=None)
-            for name, behaviour in self.models.items()
-        }
-        return attrs.evolve(self, models=models, task_qps=None, upload_policy_qps=None)
+        lifted = self.with_models(submit_rate=None, max_in_progress=None)
+        return attrs.evolve(lifted, task_qps=None, upload_policy_qps=None)

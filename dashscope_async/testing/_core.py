@@ -55,7 +55,7 @@ from .._wire import (
     UsageWire,
 )
 from . import _render
-from ._config import EmulatorConfig
+from ._config import EmulatorConfig, ModelBehaviour
 from ._faults import Fault, Faults, Route
 from ._stats import CredentialLeak, EmulatorStats
 from ._tasks import EmulatedTask, InputProblem, Lane
@@ -460,14 +460,7 @@ class EmulatorCore:
         now: float,
         lane: Lane,
     ) -> Reply:
-        behaviour = lane.behaviour
-        mean = behaviour.run_seconds * self.config.time_scale
-        sigma = behaviour.run_sigma
-        run = (
-            self._rng.lognormvariate(math.log(mean) - sigma * sigma / 2, sigma)
-            if sigma > 0
-            else mean
-        )
+        run = _draw_run_seconds(lane.behaviour, self.config.time_scale, self._rng)
         task = EmulatedTask(
             task_id=self._new_id(),
             model=spec.name,
@@ -1075,6 +1068,26 @@ class EmulatorCore:
             while len(self._rendered) > _RESULT_CACHE_SIZE:
                 self._rendered.popitem(last=False)
         return image
+
+
+def _draw_run_seconds(behaviour: ModelBehaviour, time_scale: float, rng: random.Random) -> float:
+    """One task's run time: drawn from the behaviour's distribution, its mean ``run_seconds``
+    (scaled)."""
+    mean = behaviour.run_seconds * time_scale
+    match behaviour.run_distribution:
+        case "uniform":
+            jitter = behaviour.run_jitter
+            return mean * rng.uniform(1 - jitter, 1 + jitter)
+        case "pareto":
+            # Pareto I with minimum m has mean m * a / (a - 1): choose m to keep the mean.
+            tail = behaviour.run_tail
+            return mean * (tail - 1) / tail * rng.paretovariate(tail)
+        case _:
+            sigma = behaviour.run_sigma
+            if sigma == 0:
+                return mean
+            # exp(N(mu, sigma)) has mean exp(mu + sigma^2 / 2).
+            return rng.lognormvariate(math.log(mean) - sigma * sigma / 2, sigma)
 
 
 def _input_urls(body: RepaintBody | SketchBody) -> list[tuple[str, str]]:
