@@ -239,11 +239,23 @@ async def test_the_first_task_of_a_model_is_polled_from_the_registry_s_run_time(
 @virtual_time
 async def test_twenty_15_s_tasks_keep_the_slot_99_percent_busy() -> None:
     emulator = Emulator(EmulatorConfig(seed=2, render_results=False))
+    await _twenty_tasks_keep_the_slot_busy(emulator)
+
+
+@virtual_time
+async def test_twenty_15_s_tasks_of_uniform_run_time_keep_the_slot_99_percent_busy() -> None:
+    config = EmulatorConfig(seed=2, render_results=False).with_model(
+        REPAINT, run_distribution="uniform", run_jitter=0.1
+    )
+    await _twenty_tasks_keep_the_slot_busy(Emulator(config), utilisation=0.985)
+
+
+async def _twenty_tasks_keep_the_slot_busy(emulator: Emulator, utilisation: float = 0.99) -> None:
     async with emulator.client() as client, ds.AsyncTaskRunner(client) as runner:
         outcomes = [o async for o in runner.map(repaints(emulator, 20))]
     assert all(o.ok for o in outcomes)
     stats = emulator.stats
-    assert stats.utilisation(REPAINT) >= 0.99
+    assert stats.utilisation(REPAINT) >= utilisation
     # Every poll of the batch, the first task's included.
     assert sum(stats.polls.values()) / 20 <= 7
     assert stats.throttled == 0
@@ -251,8 +263,10 @@ async def test_twenty_15_s_tasks_keep_the_slot_99_percent_busy() -> None:
 
 @virtual_time
 async def test_short_tasks_use_the_poll_budget_to_keep_the_slot_busy() -> None:
-    """1 s tasks: polled densely where they end, inside 10 polls in any second for the account."""
-    config = EmulatorConfig(seed=4, render_results=False).with_model(REPAINT, run_seconds=1.0)
+    """1 s tasks, uniform +-10 %: polled densely where they end, within 10 polls in any second."""
+    config = EmulatorConfig(seed=4, render_results=False).with_model(
+        REPAINT, run_seconds=1.0, run_distribution="uniform", run_jitter=0.1
+    )
     emulator = Emulator(config)
     poll = ds.PollPolicy(run_time_priors={REPAINT: 1.0})
     async with emulator.client() as client, ds.AsyncTaskRunner(client, poll=poll) as runner:
