@@ -118,9 +118,7 @@ def aiometer_peer(interval: float) -> Peer:
     return run
 
 
-def ours(
-    *, queue_ahead: int | None = None, priors: dict[str, float] | None = None
-) -> Peer:
+def ours(*, queue_ahead: int | None = None, priors: dict[str, float] | None = None) -> Peer:
     """Our runner with its defaults, optionally queueing ahead or told the run time."""
 
     async def run(server: RunningServer, requests: list[ds.StyleRepaint]) -> int:

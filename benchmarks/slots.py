@@ -10,8 +10,9 @@ end; the figures are read from those records, never from what a client believes 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack
+from typing import Any
 
 import anyio
 import attrs
@@ -146,7 +147,7 @@ async def measure(scenario: Scenario, *, queue_ahead: bool = False) -> list[Slot
 
 
 async def _serve_all(
-    emulators: list[Emulator], run: Callable[[int, RunningServer], Awaitable[None]]
+    emulators: list[Emulator], run: Callable[[int, RunningServer], Coroutine[Any, Any, None]]
 ) -> None:
     async with AsyncExitStack() as stack:
         servers = [await stack.enter_async_context(e.serve()) for e in emulators]
