@@ -26,6 +26,7 @@ from ._errors import (
     BudgetExceededError,
     DashScopeError,
     JobCanceledError,
+    JobError,
     JournalError,
     JournalInUseError,
     JournalVersionError,
@@ -68,7 +69,7 @@ from ._models import (
     Usage,
 )
 from ._polling import PollPlanner, PollPolicy, RunTimeStats
-from ._runner import AsyncTaskRunner, Batch, Job, JobHandle, JobStatus, Outcome
+from ._runner import AsyncTaskRunner, Batch, Job, JobHandle, JobStatus, Outcome, TaskService
 from ._version import __version__
 
 __all__ = [
@@ -98,6 +99,7 @@ __all__ = [
     "ImageRules",
     "Job",
     "JobCanceledError",
+    "JobError",
     "JobHandle",
     "JobState",
     "JobStatus",
@@ -142,6 +144,7 @@ __all__ = [
     "TaskMetrics",
     "TaskNotFoundError",
     "TaskResult",
+    "TaskService",
     "TaskStatus",
     "TaskTimeoutError",
     "Usage",

@@ -382,18 +382,22 @@ class AsyncDashScope:
         if prepared.oss_resolve:
             headers["X-DashScope-OssResourceResolve"] = "enable"
         model = request.model
-        return await self._call(
-            "POST",
-            request.spec.submit_path,
-            kind=RequestKind.SUBMIT,
-            parse=lambda data: _wire.task_from_submit(data, model=model),
-            content=json.dumps(
-                _wire.submit_body(request, prepared.urls), ensure_ascii=False
-            ).encode(),
-            headers=headers,
-            model=model,
-            retry_throttled=retry_throttled,
-        )
+        try:
+            return await self._call(
+                "POST",
+                request.spec.submit_path,
+                kind=RequestKind.SUBMIT,
+                parse=lambda data: _wire.task_from_submit(data, model=model),
+                content=json.dumps(
+                    _wire.submit_body(request, prepared.urls), ensure_ascii=False
+                ).encode(),
+                headers=headers,
+                model=model,
+                retry_throttled=retry_throttled,
+            )
+        except AmbiguousSubmitError as exc:
+            exc.request = request  # whoever settles it later needs to know what was sent
+            raise
 
     async def get_task(
         self,

@@ -23,6 +23,7 @@ DashScopeError
 │   └── APITimeoutError            no answer in time
 ├── AmbiguousSubmitError       a submit was sent but its fate is unknown: a task may exist
 ├── JobCanceledError           the caller cancelled the job, or left the runner, before it ended
+├── JobError                   something other than the service failed inside one job (its cause)
 ├── RecordedFailureError       the job failed in an earlier run, as its journal recorded
 ├── TaskError                  a task reached a state other than success (carries task_id)
 │   ├── TaskFailedError            FAILED (carries the task's TaskInfo)
@@ -39,7 +40,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ._models import TaskInfo, TaskStatus
+    from ._models import Request, TaskInfo, TaskStatus
 
 __all__ = [
     "APIConnectionError",
@@ -51,6 +52,7 @@ __all__ = [
     "BudgetExceededError",
     "DashScopeError",
     "JobCanceledError",
+    "JobError",
     "JournalError",
     "JournalInUseError",
     "JournalVersionError",
@@ -338,12 +340,17 @@ class AmbiguousSubmitError(DashScopeError):
     """A submit was sent, but no usable answer came back: a task may or may not exist.
 
     The client never retries such a submit blindly, since a duplicate task is billed again.
-    The runner reconciles it through the account's task list.
+    The runner reconciles it through the account's task list; when the list cannot prove within
+    its time which task (if any) the submit created, the job ends with this error, and its
+    journal keeps it as *ambiguous* so it can be settled later (``dashscope-async tasks
+    reconcile``).
 
     Attributes:
         model: the model the submit was for.
         sent_at: when the submit was sent (aware UTC datetime); a task created by it was created
             at or after this moment.
+        request: the request that was sent, when known.
+        candidates: ids of tasks that may be this submit's (the runner could not tell whose).
 
     Example:
         ```python
@@ -355,10 +362,20 @@ class AmbiguousSubmitError(DashScopeError):
         ```
     """
 
-    def __init__(self, message: str, *, model: str, sent_at: datetime) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        model: str,
+        sent_at: datetime,
+        request: Request | None = None,
+        candidates: tuple[str, ...] = (),
+    ) -> None:
         super().__init__(message)
         self.model = model
         self.sent_at = sent_at
+        self.request = request
+        self.candidates = candidates
 
 
 class JobCanceledError(DashScopeError):
@@ -385,6 +402,32 @@ class JobCanceledError(DashScopeError):
         super().__init__(message)
         self.task_id = task_id
         self.canceled_on_service = canceled_on_service
+
+
+class JobError(DashScopeError):
+    """Something other than the service failed inside one job: the job ends with this outcome.
+
+    Anything raised while a job is prepared, submitted, polled, downloaded or saved belongs to
+    that job (a file that cannot be read, a result URL that redirects in a loop, a download
+    folder that is a file, a bug): the batch and the runner carry on with the other jobs.
+
+    Attributes:
+        cause: the exception that was raised (also ``__cause__``).
+        task_id: the task's id, when a task had been created (it may have been billed).
+
+    Example:
+        ```python
+        async for outcome in runner.map(requests):
+            if isinstance(outcome.error, ds.JobError):
+                print("job", outcome.index, "broke:", repr(outcome.error.cause))
+        ```
+    """
+
+    def __init__(self, message: str, *, cause: BaseException, task_id: str | None = None) -> None:
+        super().__init__(message)
+        self.cause = cause
+        self.task_id = task_id
+        self.__cause__ = cause
 
 
 class RecordedFailureError(DashScopeError):

@@ -257,8 +257,8 @@ def job_key(request: Request, index: int, key: str | None = None) -> str:
 
 
 def billed_images(result: TaskResult) -> int:
-    """Images the service billed for a result: its usage, else the images it holds."""
-    return result.usage.image_count if result.usage is not None else len(result.images)
+    """Images the service billed for a result (``TaskInfo.billed_images``)."""
+    return result.billed_images
 
 
 # --- the file -------------------------------------------------------------------------------------

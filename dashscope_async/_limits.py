@@ -35,6 +35,7 @@ from ._clock import SYSTEM_CLOCK, Clock
 from ._config import MODELS
 from ._errors import ValidationError
 from ._retry import backoff_delay
+from ._submits import LocalSubmitRecord, SubmitRecord
 
 __all__ = [
     "Limiter",
@@ -266,6 +267,11 @@ class Limiter(Protocol):
         """Wait for a turn in the account-wide budget of get, list and cancel calls."""
         ...
 
+    @property
+    def submits(self) -> SubmitRecord:
+        """The record of unanswered submits and known tasks, shared by all who use this limiter."""
+        ...
+
     async def aclose(self) -> None:
         """Release whatever the limiter holds."""
         ...
@@ -471,6 +477,8 @@ class LocalLimiter:
         limits: the limits to keep; ``Limits()`` (the service's defaults) when omitted.
         clock: where time comes from (tests pass a virtual one).
         rng: the randomness behind backoff jitter (seed one for reproducible runs).
+        submits: the record of unanswered submits and known tasks (a fresh in-process one by
+            default).
 
     Example:
         ```python
@@ -487,6 +495,7 @@ class LocalLimiter:
         *,
         clock: Clock = SYSTEM_CLOCK,
         rng: random.Random | None = None,
+        submits: SubmitRecord | None = None,
     ) -> None:
         self.limits = limits if limits is not None else Limits()
         self._clock = clock
@@ -495,6 +504,8 @@ class LocalLimiter:
         self._poll_pacer = WindowPacer(self.limits.poll_rate)
         self._poll_turnstile: anyio.Lock | None = None
         self._polls_granted = 0
+        #: Unanswered submits and known tasks of every runner using this limiter.
+        self.submits: SubmitRecord = submits or LocalSubmitRecord(clock.wall)
 
     def __repr__(self) -> str:
         return f"LocalLimiter({self.limits!r})"

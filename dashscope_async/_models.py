@@ -595,6 +595,11 @@ class TaskInfo:
             return None
         return (self.end_time - self.scheduled_time).total_seconds()
 
+    @property
+    def billed_images(self) -> int:
+        """Images the service bills for this task: its usage, else the images it holds."""
+        return self.usage.image_count if self.usage is not None else len(self.images)
+
 
 @attrs.frozen
 class TaskResult(TaskInfo):

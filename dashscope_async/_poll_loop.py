@@ -94,7 +94,8 @@ async def poll_until_done(
     and a transient failure (``_retry.is_transient`` for a poll: a throttle, a 408 or 5xx, no
     answer, a 2xx that is not the service's JSON) only schedules the next poll, after the
     planner's backoff or the server's capped ``Retry-After``. Every wait, and every request
-    in flight, is clipped to ``deadline``.
+    in flight, is clipped to ``deadline``: when the next poll would go at or after it, the loop
+    waits until the deadline and gives up.
 
     Args:
         poll: the task, and what is known of it (updated as the loop goes).
@@ -124,15 +125,16 @@ async def poll_until_done(
                 polls_so_far=poll.polls,
             )
         remaining = None if deadline is None else deadline - now
-        if remaining is not None and remaining <= 0:
+        if remaining is not None and delay >= remaining:
+            # The next poll would go at or after the deadline: wait out what is left, no more.
+            await clock.sleep(clip_to_deadline(delay, remaining))
             raise TaskTimeoutError(
                 f"task {poll.task_id} still {poll.status.value} at its deadline",
                 task_id=poll.task_id,
                 status=poll.status,
             )
-        pause = clip_to_deadline(delay, remaining)
-        if pause > 0:
-            await clock.sleep(pause)
+        if delay > 0:
+            await clock.sleep(delay)
         delay = None
         info: TaskInfo | None = None
         with anyio.move_on_after(_seconds_left(deadline, clock)):

@@ -403,12 +403,13 @@ class PollPlanner:
                 has capped it already); honoured as given.
 
         Returns:
-            ``retry_after`` when given, else the retry policy's backoff without jitter:
-            ``error_backoff * 2**(attempt - 1)`` up to ``error_backoff_max``.
+            ``retry_after`` when given (but never less than ``min_interval``: a server asking
+            for no wait at all must not make the loop spin), else the retry policy's backoff
+            without jitter: ``error_backoff * 2**(attempt - 1)`` up to ``error_backoff_max``.
         """
-        if retry_after is not None and not math.isnan(retry_after):
-            return max(retry_after, 0.0)
         policy = self.policy
+        if retry_after is not None and not math.isnan(retry_after):
+            return max(retry_after, policy.min_interval)
         return backoff_delay(
             attempt - 1, jitter=0.0, base=policy.error_backoff, cap=policy.error_backoff_max
         )

@@ -16,16 +16,20 @@ one cluster slot):
 {ns:MODEL}:pace       string  the model's GCRA theoretical arrival time (microseconds, Redis time)
 {ns:MODEL}:cooldown   string  present while the model is paused after a 429 (PX = the pause)
 {ns:MODEL}:slots      zset    lease tokens of tasks in progress, scored by expiry (ms, Redis time)
+{ns:MODEL}:unanswered zset    tickets of submits sent and not answered yet, scored by send time (ms)
+{ns:MODEL}:known      zset    task ids some worker's submit created, scored by when recorded (ms)
 {ns}:polls            string  the account's poll-budget GCRA arrival time
 ```
 """
 
 from __future__ import annotations
 
+import math
 import random
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -35,6 +39,7 @@ import attrs
 from ._errors import LimiterUnavailableError
 from ._limits import CoolDown, Limits
 from ._logging import get_logger
+from ._submits import RECORD_MEMORY, Screening, SubmitTicket
 
 try:
     import redis.asyncio as aioredis
@@ -46,7 +51,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "dashscope_async.redis needs redis-py: pip install 'dashscope-async[redis]'"
     ) from exc
 
-__all__ = ["LimiterUnavailableError", "RedisLimiter", "RedisSlotLease"]
+__all__ = ["LimiterUnavailableError", "RedisLimiter", "RedisSlotLease", "RedisSubmitRecord"]
 
 logger = get_logger("redis")
 
@@ -121,6 +126,42 @@ local expiry = redis.call('ZSCORE', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[1], ARGV[1])
 if expiry and tonumber(expiry) > now then return 1 end
 return 0
+"""
+
+#: A submit's answer: its task becomes known and its ticket goes, in one step (so a reader sees
+#: the task either still unanswered-for or known, never neither). ARGV: token, task id or "",
+#: now (ms), memory (ms).
+ANSWER_SCRIPT: Final = """
+local now = tonumber(ARGV[3])
+local memory = tonumber(ARGV[4])
+if ARGV[2] ~= '' then
+  redis.call('ZADD', KEYS[1], now, ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], memory)
+end
+redis.call('ZREM', KEYS[2], ARGV[1])
+return 1
+"""
+
+#: Screen a lost submit's candidates: which are not known, and how many other submits sent in the
+#: window are unanswered. ARGV: token, from (ms), until (ms), now (ms), memory (ms), ids...
+#: Answers {others, unknown ids...}.
+SCREEN_SCRIPT: Final = """
+local now = tonumber(ARGV[4])
+local horizon = now - tonumber(ARGV[5])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. horizon)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. horizon)
+local others = redis.call('ZCOUNT', KEYS[2], ARGV[2], ARGV[3])
+local own = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if own and tonumber(own) >= tonumber(ARGV[2]) and tonumber(own) <= tonumber(ARGV[3]) then
+  others = others - 1
+end
+local answer = {others}
+for i = 6, #ARGV do
+  if not redis.call('ZSCORE', KEYS[1], ARGV[i]) then
+    table.insert(answer, ARGV[i])
+  end
+end
+return answer
 """
 
 #: How long a release may take when the slot's owner is being cancelled.
@@ -261,6 +302,8 @@ class RedisLimiter:
         self._acquire = self._redis.register_script(ACQUIRE_SCRIPT)
         self._renew = self._redis.register_script(RENEW_SCRIPT)
         self._release = self._redis.register_script(RELEASE_SCRIPT)
+        #: Unanswered submits and known tasks of every worker sharing this limiter.
+        self.submits = RedisSubmitRecord(self)
         # One waiter per model per process talks to Redis; the rest queue here in FIFO order.
         self._slot_queues: dict[str, anyio.Lock] = {}
         self._submit_queues: dict[str, anyio.Lock] = {}
@@ -380,10 +423,13 @@ class RedisLimiter:
         try:
             return int(await script(keys=keys, args=args))
         except (RedisError, OSError) as exc:
-            raise LimiterUnavailableError(
-                f"the shared limiter's Redis at {self._address} is unavailable ({exc}); "
-                "nothing was submitted"
-            ) from exc
+            raise self._unavailable(exc) from exc
+
+    def _unavailable(self, exc: BaseException) -> LimiterUnavailableError:
+        return LimiterUnavailableError(
+            f"the shared limiter's Redis at {self._address} is unavailable ({exc}); "
+            "nothing was submitted"
+        )
 
     async def _paced(self, keys: list[str], interval_us: int) -> None:
         # Sleep exactly as long as Redis says, then ask again: another worker may win the turn.
@@ -445,3 +491,87 @@ class RedisLimiter:
         freed = self._slot_freed.pop(lease.model, None)
         if freed is not None:
             freed.set()
+
+
+class RedisSubmitRecord:
+    """The ``SubmitRecord`` of every worker sharing a ``RedisLimiter``: unanswered submits and known
+    tasks, per model, in Redis. Each answer and each screening is one Lua script (atomic).
+
+    Times are the workers' wall clocks (a lost submit's window is in wall time anyway); ids and
+    tickets are kept ``RECORD_MEMORY`` (an hour).
+    """
+
+    def __init__(self, limiter: RedisLimiter) -> None:
+        self._limiter = limiter
+        self._answer = limiter._redis.register_script(ANSWER_SCRIPT)
+        self._screen = limiter._redis.register_script(SCREEN_SCRIPT)
+
+    def _keys(self, model: str) -> list[str]:
+        limiter = self._limiter
+        return [limiter._model_key(model, "known"), limiter._model_key(model, "unanswered")]
+
+    async def sent(self, model: str, sent_at: datetime) -> SubmitTicket:
+        ticket = SubmitTicket(model, sent_at)
+        key = self._keys(model)[1]
+        try:
+            await self._limiter._redis.zadd(key, {ticket.token: _ms(sent_at)})
+            await self._limiter._redis.pexpire(key, _MEMORY_MS)
+        except (RedisError, OSError) as exc:
+            raise self._limiter._unavailable(exc) from exc
+        return ticket
+
+    async def answered(self, ticket: SubmitTicket, task_id: str | None) -> None:
+        await self._limiter._call(
+            self._answer,
+            self._keys(ticket.model),
+            [ticket.token, task_id or "", _ms(datetime.now(UTC)), _MEMORY_MS],
+        )
+
+    async def remember(self, model: str, task_ids: Iterable[str]) -> None:
+        ids = list(task_ids)
+        if not ids:
+            return
+        key = self._keys(model)[0]
+        now = _ms(datetime.now(UTC))
+        try:
+            await self._limiter._redis.zadd(key, dict.fromkeys(ids, now))
+            await self._limiter._redis.pexpire(key, _MEMORY_MS)
+        except (RedisError, OSError) as exc:
+            raise self._limiter._unavailable(exc) from exc
+
+    async def screen(
+        self,
+        ticket: SubmitTicket,
+        candidates: Sequence[str],
+        *,
+        others_from: datetime,
+        others_until: datetime,
+    ) -> Screening:
+        try:
+            answer = await self._screen(
+                keys=self._keys(ticket.model),
+                args=[
+                    ticket.token,
+                    _ms(others_from),
+                    _ms(others_until),
+                    _ms(datetime.now(UTC)),
+                    _MEMORY_MS,
+                    *candidates,
+                ],
+            )
+        except (RedisError, OSError) as exc:
+            raise self._limiter._unavailable(exc) from exc
+        others, *unknown = answer
+        return Screening(
+            unknown=tuple(
+                item.decode() if isinstance(item, bytes) else str(item) for item in unknown
+            ),
+            others_unanswered=int(others),
+        )
+
+
+def _ms(moment: datetime) -> int:
+    return math.floor(moment.timestamp() * 1000 + 0.5)
+
+
+_MEMORY_MS: Final = round(RECORD_MEMORY.total_seconds() * 1000)

@@ -11,13 +11,13 @@ import itertools
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Literal, cast
+from typing import Literal
 
 import attrs
+import httpx
 
 from dashscope_async import (
     AmbiguousSubmitError,
-    AsyncDashScope,
     BadRequestError,
     GeneratedImage,
     RateLimitError,
@@ -28,6 +28,7 @@ from dashscope_async import (
     TaskListItem,
     TaskMetrics,
     TaskResult,
+    TaskService,
     TaskStatus,
     Usage,
 )
@@ -73,7 +74,8 @@ class FakeClient:
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.clock = clock
-        self.http = None
+        # Result URLs point nowhere: tests that download use the emulator.
+        self.http = httpx.AsyncClient(transport=httpx.MockTransport(lambda _: httpx.Response(404)))
         self._run_seconds = run_seconds
         self.pending_seconds = pending_seconds
         self.tasks: dict[str, FakeTask] = {}
@@ -89,8 +91,8 @@ class FakeClient:
         self._origin = clock.now()
         self._wall_origin = clock.wall()
 
-    def as_client(self) -> AsyncDashScope:
-        return cast("AsyncDashScope", self)
+    def as_client(self) -> TaskService:
+        return self
 
     def wall(self, at: float) -> datetime:
         return self._wall_origin + timedelta(seconds=at - self._origin)
@@ -207,7 +209,14 @@ class FakeClient:
         task.canceled = True
 
     def list_tasks(
-        self, start: datetime | None = None, model: str | None = None, **_: object
+        self,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        model: str | None = None,
+        status: TaskStatus | str | None = None,
+        page_size: int = 50,
+        *,
+        before_page: Callable[[], Awaitable[None]] | None = None,
     ) -> AsyncIterator[TaskListItem]:
         self.list_calls += 1
         items = [

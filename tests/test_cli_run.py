@@ -39,7 +39,7 @@ def _head(path: Path) -> bytes:
 
 def _fake() -> FakeClient:
     fake = FakeClient(run_seconds=3.0)
-    fake.http = _result_host()  # type: ignore[assignment]
+    fake.http = _result_host()
     return fake
 
 

@@ -397,9 +397,9 @@ async def test_wait_times_out_with_the_last_status() -> None:
     assert caught.value.task_id == "task-1"
     assert caught.value.status is ds.TaskStatus.RUNNING
     assert clock.t == pytest.approx(10)
-    # 0, 1.5, ..., 9, 10 (the last sleep shortened to the deadline, then one final poll)
+    # Polls at 0, 1.5, ..., 9; the next would pass the deadline: wait out the last second only.
     assert clock.sleeps == pytest.approx([1.5] * 6 + [1.0])
-    assert len(service.requests) == 8
+    assert len(service.requests) == 7
 
 
 @pytest.mark.parametrize(
@@ -437,7 +437,8 @@ async def test_wait_rides_out_failed_polls_until_its_deadline() -> None:
     # The poll loop's backoff: 0.5, 1, 2, 4, 8, 8, ... (one request per poll, no retries).
     assert clock.sleeps[:6] == [0.5, 1, 2, 4, 8, 8]
     assert max(clock.sleeps) == 8
-    assert len(service.requests) == len(clock.sleeps) + 1
+    # A poll after every sleep but the last, which only waits out the time left.
+    assert len(service.requests) == len(clock.sleeps)
 
 
 async def test_wait_does_not_swallow_a_refusal() -> None:

@@ -325,8 +325,8 @@ def test_overrun_backs_off() -> None:
         (10_000, None, 8.0),
         (1, 3.0, 3.0),
         (4, 0.25, 0.25),
-        (2, 0.0, 0.0),
-        (2, -1.0, 0.0),
+        (2, 0.0, 0.04),  # never more often than min_interval
+        (2, -1.0, 0.04),
         (2, math.nan, 1.0),
     ],
 )

@@ -5,6 +5,8 @@ Sleeps are recorded by a fake clock (or run in virtual time), never slept.
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -12,13 +14,19 @@ from typing import Any
 
 import anyio
 import httpx
+import hypothesis.strategies as st
 import pytest
+from hypothesis import HealthCheck, given, settings
 
 import dashscope_async as ds
 from dashscope_async._client import AsyncDashScope
 from dashscope_async._error_map import error_from_response
+from dashscope_async._files import download_image
+from dashscope_async._poll_loop import TaskPoll, poll_until_done
+from dashscope_async._polling import PollPlanner, PollPolicy
 from dashscope_async._retry import (
     MAX_RETRY_AFTER,
+    MAX_RETRY_DELAY,
     RequestKind,
     RetryPolicy,
     Verdict,
@@ -28,6 +36,7 @@ from dashscope_async._retry import (
     verdict_for_exception,
     verdict_for_response,
 )
+from tests.images_util import make_image
 from tests.mock_service import (
     API_KEY,
     BASE_URL,
@@ -548,3 +557,164 @@ async def test_a_malformed_list_page_names_the_field() -> None:
             async for _ in client.list_tasks(start=datetime(2026, 1, 1, tzinfo=UTC)):
                 pass
     assert caught.value.field is not None and "task_id" in caught.value.field
+
+
+# --- the policy as a property: every kind, any answers, any Retry-After ---------------------------
+
+#: One answer to one attempt: what kind of answer, and the Retry-After it carries.
+Answer = tuple[str, str | None]
+
+_retry_after_values = st.one_of(
+    st.none(),
+    st.integers(0, 10**7).map(str),
+    st.floats(0, 1e6, allow_nan=False).map(lambda seconds: f"{seconds:.3f}"),
+    st.integers(0, 10**9).map(lambda millis: f"ms:{millis}"),
+    st.integers(-86400, 30 * 86400).map(
+        lambda seconds: format_datetime(WALL_START + timedelta(seconds=seconds), usegmt=True)
+    ),
+    st.sampled_from(["soon", "-5", "inf", "nan", "1e400", ""]),
+)
+_answers: st.SearchStrategy[Answer] = st.one_of(
+    st.tuples(st.sampled_from(["ok", "running"]), st.none()),
+    st.tuples(
+        st.sampled_from(["429", "408", "500", "502-html", "503", "504", "200-html", "401", "400"]),
+        _retry_after_values,
+    ),
+    st.tuples(st.sampled_from(["connect", "read-timeout"]), st.none()),
+)
+
+_POLICY_ANSWER = {
+    "data": {
+        "policy": "cG9saWN5",
+        "signature": "c2ln",
+        "upload_dir": "dashscope-instant/abc",
+        "upload_host": "https://upload.test",
+        "expire_in_seconds": 300,
+        "max_file_size_mb": 100,
+        "capacity_limit_mb": 1000,
+        "oss_access_key_id": "LTAI-test",
+        "x_oss_object_acl": "private",
+        "x_oss_forbid_overwrite": "true",
+    },
+    "request_id": "req-policy",
+}
+
+
+def _success(kind: RequestKind, running: bool) -> httpx.Response:
+    if kind is RequestKind.SUBMIT:
+        return submit_ok()
+    if kind is RequestKind.LIST:
+        return json_response(200, {"data": [], "total": 0, "total_page": 1, "page_no": 1})
+    if kind is RequestKind.CANCEL:
+        return json_response(200, {"request_id": "req-cancel"})
+    if kind is RequestKind.UPLOAD:
+        return json_response(200, _POLICY_ANSWER)
+    if kind is RequestKind.DOWNLOAD:
+        return httpx.Response(200, content=make_image("PNG", 4, 4))
+    status = "RUNNING" if running else "SUCCEEDED"
+    results = [] if running else [{"url": "https://result.test/a.png"}]
+    return task_answer(status, results=results)
+
+
+def _reply(kind: RequestKind, answer: Answer) -> httpx.Response | Exception:
+    name, retry_after = answer
+    headers: dict[str, str] = {}
+    if retry_after is not None:
+        if retry_after.startswith("ms:"):
+            headers["retry-after-ms"] = retry_after.removeprefix("ms:")
+        else:
+            headers["retry-after"] = retry_after
+    if name in ("ok", "running"):
+        return _success(kind, running=name == "running")
+    if name == "connect":
+        return httpx.ConnectError("refused")
+    if name == "read-timeout":
+        return httpx.ReadTimeout("slow")
+    if name == "200-html":
+        return httpx.Response(200, text="<html>busy</html>", headers=headers)
+    if name == "502-html":
+        return httpx.Response(502, text="<html>Bad Gateway</html>", headers=headers)
+    codes = {"429": "Throttling.RateQuota", "408": "RequestTimeOut", "401": "InvalidApiKey"}
+    return error_response(int(name), codes.get(name, "InternalError"), headers=headers)
+
+
+def _longest_wait_allowed(cap: float) -> float:
+    # A server's ask (capped), the backoff's cap, or the planner's longest regular gap.
+    return max(cap, MAX_RETRY_DELAY, PollPolicy().max_interval)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    kind=st.sampled_from(list(RequestKind)),
+    answers=st.lists(_answers, max_size=12),
+    cap=st.floats(0, 120, allow_nan=False),
+    max_retries=st.integers(0, 4),
+    deadline=st.floats(0, 300, allow_nan=False),
+)
+def test_every_wait_is_capped_clipped_and_metered(
+    backend: str,
+    kind: RequestKind,
+    answers: list[Answer],
+    cap: float,
+    max_retries: int,
+    deadline: float,
+) -> None:
+    """Whatever the service answers: no sleep longer than the cap allows, the poll loop never
+    past its deadline, and one budget turn for every metered request sent."""
+
+    async def scenario() -> None:
+        clock = RecordingClock()
+        service = ScriptedService([_reply(kind, answer) for answer in answers])
+        service.fallback = lambda request: _success(kind, running=False)
+        turns = 0
+
+        async def meter() -> None:
+            nonlocal turns
+            turns += 1
+
+        with contextlib.suppress(ds.DashScopeError):
+            async with mock_client(
+                service, clock=clock, max_retries=max_retries, max_retry_after=cap
+            ) as client:
+                if kind is RequestKind.POLL:
+                    try:
+                        await poll_until_done(
+                            TaskPoll("task-1", "wanx-style-repaint-v1", submitted_at=0.0),
+                            service=client,
+                            planner=PollPlanner(),
+                            clock=clock,
+                            deadline=deadline,
+                            meter=meter,
+                        )
+                    finally:
+                        assert clock.t <= deadline + 1e-9
+                    await client.get_task("task-1", meter=meter)
+                elif kind is RequestKind.LIST:
+                    async for _ in client.list_tasks(before_page=meter):
+                        pass
+                elif kind is RequestKind.CANCEL:
+                    await client.cancel_task("task-1", meter=meter)
+                elif kind is RequestKind.SUBMIT:
+                    await client.submit(REPAINT)
+                elif kind is RequestKind.UPLOAD:
+                    await client._get_upload_policy(REPAINT.model)
+                else:
+                    with tempfile.TemporaryDirectory() as folder:
+                        await download_image(
+                            client.http,
+                            "https://result.test/a.png",
+                            folder,
+                            retries=max_retries,
+                            clock=clock,
+                        )
+        assert all(0 <= pause <= _longest_wait_allowed(cap) for pause in clock.sleeps)
+        if kind.metered:
+            assert turns == len(service.requests)
+        else:
+            assert turns == 0
+        if kind is not RequestKind.POLL:
+            # Retries are bounded too: the first attempt and max_retries more, at most.
+            assert len(service.requests) <= max_retries + 1 or kind is RequestKind.LIST
+
+    anyio.run(scenario, backend=backend)

@@ -9,6 +9,7 @@ import anyio
 import pytest
 
 import dashscope_async as ds
+from dashscope_async._submits import LocalSubmitRecord
 from tests.fake_service import FakeClient, server_error
 from tests.virtual_time import virtual_time
 
@@ -372,18 +373,13 @@ async def test_using_the_runner_outside_its_block_is_an_error() -> None:
 async def test_a_runner_that_forgot_recent_tasks_reports_a_lost_submit_instead_of_guessing() -> (
     None
 ):
-    import dashscope_async._runner as runner_module
-
     fake = FakeClient(run_seconds=0.1)
-    limit = runner_module.KNOWN_TASK_LIMIT
-    runner_module.KNOWN_TASK_LIMIT = 2  # type: ignore[misc]
-    try:
-        async with ds.AsyncTaskRunner(fake.as_client()) as runner:
-            await collect(runner.map([repaint(i) for i in range(4)]))
-            fake.submit_faults.append("lost-created")
-            outcome = await runner.submit(repaint(9)).wait()
-    finally:
-        runner_module.KNOWN_TASK_LIMIT = limit  # type: ignore[misc]
+    record = LocalSubmitRecord(fake.clock.wall, limit=2)
+    limiter = ds.LocalLimiter(clock=fake.clock, submits=record)
+    async with ds.AsyncTaskRunner(fake.as_client(), limiter=limiter) as runner:
+        await collect(runner.map([repaint(i) for i in range(4)]))
+        fake.submit_faults.append("lost-created")
+        outcome = await runner.submit(repaint(9)).wait()
     assert isinstance(outcome.error, ds.AmbiguousSubmitError)
     assert len(fake.submit_times) == 5  # never resubmitted
 

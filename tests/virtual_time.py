@@ -73,15 +73,21 @@ def virtual_time(test: Callable[[], Awaitable[None]]) -> Callable[[str], None]:
     @pytest.mark.parametrize("backend", ["asyncio", "trio"])
     @functools.wraps(test)
     def run(backend: str) -> None:
-        options: dict[str, Any] = (
-            {"clock": trio.testing.MockClock(autojump_threshold=0)}
-            if backend == "trio"
-            else {"loop_factory": VirtualTimeEventLoop}
-        )
-        anyio.run(test, backend=backend, backend_options=options)
+        run_in_virtual_time(test, backend)
 
     # pytest reads the signature to find fixtures; the wrapper takes only the backend.
     run.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [inspect.Parameter("backend", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     )
     return run
+
+
+def run_in_virtual_time(scenario: Callable[[], Awaitable[None]], backend: str) -> None:
+    """Run ``scenario`` on a fresh event loop of ``backend`` in virtual time (for parametrized
+    tests, which ``virtual_time`` cannot wrap)."""
+    options: dict[str, Any] = (
+        {"clock": trio.testing.MockClock(autojump_threshold=0)}
+        if backend == "trio"
+        else {"loop_factory": VirtualTimeEventLoop}
+    )
+    anyio.run(scenario, backend=backend, backend_options=options)

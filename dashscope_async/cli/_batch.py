@@ -21,12 +21,11 @@ import click
 from rich.console import Console
 
 from .._budget import Budget
-from .._client import AsyncDashScope
 from .._config import MODELS
 from .._errors import ValidationError
 from .._models import Request
 from .._polling import PollPolicy
-from .._runner import AsyncTaskRunner, Job, Outcome
+from .._runner import AsyncTaskRunner, Job, Outcome, TaskService
 from ._app import (
     CliError,
     ExitCode,
@@ -122,7 +121,7 @@ def _missing_record(spec: JobSpec, index: int, progress: BatchProgress) -> JobRe
 
 
 async def run_jobs(
-    client: AsyncDashScope,
+    client: TaskService,
     specs: Sequence[JobSpec],
     *,
     out_dir: Path,

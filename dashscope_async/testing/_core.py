@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
+import heapq
 import hmac
 import ipaddress
 import json
@@ -130,6 +132,7 @@ class Reply:
     content_type: str = JSON
     render: Callable[[], bytes] | None = None
     fault: Fault | None = None
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @attrs.frozen
@@ -214,6 +217,13 @@ class EmulatorCore:
         self._seen_bodies: dict[str, set[str]] = {}
         self._input_checks: dict[tuple[str, str], InputProblem | tuple[int, int] | None] = {}
         self._rendered: OrderedDict[str, bytes] = OrderedDict()
+        #: Requests held by a ``late`` fault: (when to process, order, the call).
+        self._held: list[tuple[float, int, Call]] = []
+        self._held_count = 0
+        #: Every submit that reached the service: (clock time it arrived, its input, as JSON).
+        self.submit_arrivals: list[tuple[float, str]] = []
+        #: Which input created which task: input (canonical JSON) -> task ids, oldest first.
+        self.tasks_by_input: dict[str, list[str]] = {}
 
     # --- time -------------------------------------------------------------------------------
 
@@ -239,9 +249,15 @@ class EmulatorCore:
             self.clock, self._origin = clock, None
 
     def advance(self) -> float:
-        """Bring every task up to now; returns now."""
+        """Bring every task up to now, processing held requests as their time comes; returns now."""
         with self._lock:
             now = self.now()
+            while self._held and self._held[0][0] <= now:
+                due, _, call = heapq.heappop(self._held)
+                for lane in self._lanes.values():
+                    lane.advance(due)
+                with contextlib.suppress(_Refusal):
+                    self._dispatch(self._route_of(call), call, due)
             for lane in self._lanes.values():
                 lane.advance(now)
             return now
@@ -254,6 +270,8 @@ class EmulatorCore:
             now = self.advance()
             route = self._route_of(call)
             self.stats.requests[route or "other"] += 1
+            if route == "submit":
+                self._note_arrival(call, now)
             if call.host != "api":
                 for header in CREDENTIAL_HEADERS:
                     if header in call.headers:
@@ -264,6 +282,10 @@ class EmulatorCore:
             if fault is not None:
                 assert route is not None
                 self.stats.faults_injected[route] += 1
+                if fault.kind == "late":
+                    self._held_count += 1
+                    heapq.heappush(self._held, (now + fault.process_after, self._held_count, call))
+                    return Reply(0, fault=fault)
                 early = self._early_fault(fault, route)
                 if early is not None:
                     return early
@@ -275,11 +297,15 @@ class EmulatorCore:
                 return reply
             if fault.kind == "malformed_json":
                 return Reply(200, b'{"output": {"task_id": "', JSON, fault=fault)
+            if fault.kind == "html_200":
+                return Reply(200, b"<html><body><p>OK</p></body></html>", "text/html", fault=fault)
             return attrs.evolve(reply, fault=fault)
 
     def _early_fault(self, fault: Fault, route: Route) -> Reply | None:
         if fault.kind == "drop_before":
             return Reply(0, fault=fault)
+        if fault.kind == "redirect_loop":
+            return Reply(302, b"", "text/plain", fault=fault)
         if fault.kind == "bare_500":
             return Reply(
                 500, b"<html><body><h1>500 Internal Server Error</h1></body></html>", "text/html"
@@ -287,10 +313,14 @@ class EmulatorCore:
         if fault.kind == "error":
             request_id = self._new_id()
             if route in ("upload", "result"):
-                return _oss_error(
+                reply = _oss_error(
                     fault.status, fault.code or "InternalError", fault.message or "", request_id
                 )
-            return _wire_reply(ErrorWire(fault.code, fault.message, request_id), fault.status)
+            else:
+                reply = _wire_reply(ErrorWire(fault.code, fault.message, request_id), fault.status)
+            if fault.retry_after is not None:
+                reply = attrs.evolve(reply, headers=(("retry-after", fault.retry_after),))
+            return reply
         return None
 
     def _route_of(self, call: Call) -> Route | None:
@@ -402,6 +432,9 @@ class EmulatorCore:
 
     # --- submit -----------------------------------------------------------------------------
 
+    def _note_arrival(self, call: Call, now: float) -> None:
+        self.submit_arrivals.append((now, _input_key(call.body)))
+
     def _submit(self, call: Call, path: str, key_id: str, now: float) -> Reply:
         if call.headers.get("x-dashscope-async", "").lower() != "enable":
             raise self._refuse(
@@ -484,6 +517,7 @@ class EmulatorCore:
         if fingerprint in seen:
             stats.duplicate_submissions[spec.name] += 1
         seen.add(fingerprint)
+        self.tasks_by_input.setdefault(_input_key(call.body), []).append(task.task_id)
         lane.submit(task, now)
         return _wire_reply(
             SubmitResponseWire(SubmitOutputWire(task.task_id, "PENDING"), task.request_id)
@@ -1088,6 +1122,16 @@ def _draw_run_seconds(behaviour: ModelBehaviour, time_scale: float, rng: random.
                 return mean
             # exp(N(mu, sigma)) has mean exp(mu + sigma^2 / 2).
             return rng.lognormvariate(math.log(mean) - sigma * sigma / 2, sigma)
+
+
+def _input_key(body: bytes) -> str:
+    """A submit's ``input``, as canonical JSON: the same input gives the same key."""
+    try:
+        raw = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return ""
+    value = raw.get("input") if isinstance(raw, dict) else None
+    return json.dumps(value, sort_keys=True, ensure_ascii=False)
 
 
 def _input_urls(body: RepaintBody | SketchBody) -> list[tuple[str, str]]:

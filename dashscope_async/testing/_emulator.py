@@ -7,6 +7,7 @@ ports). The rules themselves live in ``_core.py``. Imports the client only insid
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
@@ -175,6 +176,32 @@ class Emulator:
         """One task by id (``KeyError`` if it never existed)."""
         return self._core.tasks[task_id]
 
+    def tasks_created_by(self, request_input: Mapping[str, object]) -> tuple[str, ...]:
+        """The ids of every task a submit with this ``input`` object created, oldest first.
+
+        The emulator records which input created which task, so a test can tell a job's own
+        task from one it adopted by mistake (a task made by another job's input).
+
+        Example:
+            ```python
+            body = json.loads(request_body)
+            assert len(emulator.tasks_created_by(body["input"])) <= 1  # never paid twice
+            ```
+        """
+        return tuple(self._core.tasks_by_input.get(_canonical(request_input), ()))
+
+    def input_of(self, task_id: str) -> Mapping[str, object]:
+        """The ``input`` object of the submit that created a task (``KeyError`` if none did)."""
+        value = self._core.tasks[task_id].raw_body.get("input")
+        return value if isinstance(value, dict) else {}
+
+    def submits_received(self, since: float = float("-inf")) -> tuple[Mapping[str, object], ...]:
+        """The ``input`` of every submit that reached the service at or after clock time
+        ``since``, whatever became of it (answered, refused, lost, held for late processing)."""
+        return tuple(
+            json.loads(key) or {} for at, key in self._core.submit_arrivals if at >= since and key
+        )
+
     def status(self, task_id: str) -> TaskStatus:
         """A task's status now."""
         now = self._core.advance()
@@ -289,3 +316,7 @@ class Emulator:
             api_key=self.api_key,
             emulator=self,
         )
+
+
+def _canonical(value: Mapping[str, object]) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False)

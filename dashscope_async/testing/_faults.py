@@ -36,6 +36,9 @@ FaultKind = Literal[
     "drop_after",  # processed (a submit created its task), then the connection drops
     "timeout_after",  # processed, then no answer until the client times out
     "malformed_json",  # processed, answered 200 with a body that is not JSON
+    "late",  # held: the client times out first, the request is processed (a task made) later
+    "redirect_loop",  # a result URL that redirects to itself, for ever
+    "html_200",  # processed, answered 200 with an HTML page (a gateway's), not the service's JSON
 ]
 
 
@@ -47,7 +50,12 @@ class Fault:
         ```python
         emulator.faults.script("submit", Fault.error(503), times=2)
         emulator.faults.script("submit", Fault.drop_after())  # an ambiguous submit
+        emulator.faults.script("get_task", Fault.throttle(retry_after="86400"))
         ```
+
+    Attributes:
+        retry_after: sent as the error answer's ``Retry-After`` header, verbatim (seconds or an
+            HTTP date), when given.
     """
 
     kind: FaultKind
@@ -55,15 +63,19 @@ class Fault:
     code: str | None = None
     message: str | None = None
     delay: float = 0.0
+    retry_after: str | None = None
+    #: For ``late``: seconds after the request arrived that the service processes it.
+    process_after: float = 0.0
 
     @classmethod
-    def throttle(cls) -> Fault:
+    def throttle(cls, *, retry_after: str | None = None) -> Fault:
         """429 ``Throttling.RateQuota``, as the service answers an excess request."""
         return cls(
             "error",
             429,
             "Throttling.RateQuota",
             "Requests rate limit exceeded, please try again later.",
+            retry_after=retry_after,
         )
 
     @classmethod
@@ -77,16 +89,30 @@ class Fault:
         )
 
     @classmethod
-    def error(cls, status: int, code: str | None = None, message: str | None = None) -> Fault:
-        """Any status with an error JSON (502, 503 ``ServiceUnavailable``, 504, ...)."""
+    def error(
+        cls,
+        status: int,
+        code: str | None = None,
+        message: str | None = None,
+        *,
+        retry_after: str | None = None,
+    ) -> Fault:
+        """Any status with an error JSON (408, 502, 503 ``ServiceUnavailable``, 504, ...)."""
         defaults = {
+            408: ("RequestTimeout", "Request timed out."),
             502: ("BadGateway", "Bad gateway."),
             503: ("ServiceUnavailable", "The service is temporarily unavailable."),
             504: ("GatewayTimeout", "Gateway timeout."),
             429: ("Throttling.RateQuota", "Requests rate limit exceeded, please try again later."),
         }
         default_code, default_message = defaults.get(status, ("InternalError", "Internal error."))
-        return cls("error", status, code or default_code, message or default_message)
+        return cls(
+            "error",
+            status,
+            code or default_code,
+            message or default_message,
+            retry_after=retry_after,
+        )
 
     @classmethod
     def bare_500(cls) -> Fault:
@@ -117,6 +143,25 @@ class Fault:
     def malformed_json(cls) -> Fault:
         """Processed, then answered 200 with a body that is not JSON."""
         return cls("malformed_json", 200)
+
+    @classmethod
+    def late(cls, process_after: float, *, timeout: float = 1.0) -> Fault:
+        """Held past the client's patience: after ``timeout`` seconds the connection is given up
+        (in process a ``ReadTimeout``), and ``process_after`` seconds after it arrived the service
+        processes the request all the same (a submit creates its task then)."""
+        if process_after < 0 or timeout < 0:
+            raise ValueError("process_after and timeout must be at least 0")
+        return cls("late", 0, delay=timeout, process_after=process_after)
+
+    @classmethod
+    def redirect_loop(cls) -> Fault:
+        """A result host answer that redirects to itself (``302``, the same URL), for ever."""
+        return cls("redirect_loop", 302)
+
+    @classmethod
+    def html_200(cls) -> Fault:
+        """Processed, then answered 200 with an HTML page, as a gateway in front may answer."""
+        return cls("html_200", 200)
 
 
 TASK_FAILURE_MESSAGES: Final = {
@@ -176,7 +221,7 @@ class Faults:
         self._rng = random.Random(f"faults-{self.seed}")
 
     def script(self, route: Route | Literal["*"], fault: Fault, *, times: int = 1) -> None:
-        """Give the next ``times`` calls of ``route`` this fault."""
+        """Give the next ``times`` calls of ``route`` this fault (for ever: ``chance(..., 1.0)``)."""
         for name in _routes(route):
             self._scripts.setdefault(name, deque()).extend([fault] * times)
 
@@ -256,8 +301,8 @@ def _routes(route: str) -> tuple[Route, ...]:
 def parse_fault_spec(spec: str) -> list[tuple[str, Fault | TaskFault, float]]:
     """Parse the command line's ``--faults``: ``route:fault:probability`` items, comma-separated.
 
-    Faults: ``429``, ``500``, ``502``, ``503``, ``504``, ``bare500``, ``slow=<s>``, ``drop``,
-    ``drop-after``, ``timeout``, ``badjson``; for route ``task``: a failure code
+    Faults: ``408``, ``429``, ``500``, ``502``, ``503``, ``504``, ``bare500``, ``slow=<s>``,
+    ``drop``, ``drop-after``, ``timeout``, ``badjson``, ``late=<s>``, ``redirect-loop``; for route ``task``: a failure code
     (``InternalError.Algo``, ``DataInspectionFailed``) or ``partial``.
 
     Example:
@@ -290,7 +335,10 @@ def _named_fault(name: str) -> Fault:
         return Fault.error(int(name)) if name != "500" else Fault.server_error()
     if name.startswith("slow="):
         return Fault.slow(float(name.removeprefix("slow=")))
+    if name.startswith("late="):
+        return Fault.late(float(name.removeprefix("late=")))
     named = {
+        "redirect-loop": Fault.redirect_loop,
         "bare500": Fault.bare_500,
         "drop": Fault.drop_before,
         "drop-after": Fault.drop_after,

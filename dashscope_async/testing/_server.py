@@ -19,7 +19,7 @@ from typing import Any, Final
 import anyio
 import anyio.lowlevel
 
-from ._core import Call, EmulatorCore, HostRole, HostUrls
+from ._core import Call, EmulatorCore, HostRole, HostUrls, Reply
 
 __all__ = ["LoopbackServer"]
 
@@ -58,9 +58,9 @@ def asgi_app(core: EmulatorCore, role: HostRole) -> ASGIApp:
         reply = core.handle(call)
         fault = reply.fault
         if fault is not None:
-            if fault.kind in ("slow", "timeout_after"):
+            if fault.kind in ("slow", "timeout_after", "late"):
                 await anyio.sleep(fault.delay)
-            if fault.kind in ("drop_before", "drop_after", "timeout_after"):
+            if fault.kind in ("drop_before", "drop_after", "timeout_after", "late"):
                 await _drop_connection(receive)
                 return
         content = reply.body
@@ -75,12 +75,21 @@ def asgi_app(core: EmulatorCore, role: HostRole) -> ASGIApp:
                 "headers": [
                     (b"content-type", reply.content_type.encode()),
                     (b"content-length", str(len(content)).encode()),
+                    *((name.encode(), value.encode()) for name, value in reply.headers),
+                    *_redirect_to_itself(reply, scope),
                 ],
             }
         )
         await send({"type": "http.response.body", "body": content})
 
     return app
+
+
+def _redirect_to_itself(reply: Reply, scope: Scope) -> list[tuple[bytes, bytes]]:
+    if reply.fault is None or reply.fault.kind != "redirect_loop":
+        return []
+    query = scope["query_string"]
+    return [(b"location", scope["path"].encode() + (b"?" + query if query else b""))]
 
 
 async def _drop_connection(receive: Receive) -> None:

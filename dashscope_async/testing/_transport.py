@@ -53,6 +53,10 @@ class EmulatorTransport(httpx.AsyncBaseTransport):
                 )
             if fault.kind == "timeout_after":
                 raise httpx.ReadTimeout("timed out waiting for the emulator", request=request)
+            if fault.kind == "late":
+                # The client gives up after its timeout; the service goes on with the request.
+                await anyio.sleep(fault.delay)
+                raise httpx.ReadTimeout("timed out waiting for the emulator", request=request)
             if fault.kind == "slow":
                 await anyio.sleep(fault.delay)
         content = reply.body
@@ -65,6 +69,7 @@ def to_httpx_response(reply: Reply, content: bytes, request: httpx.Request) -> h
     """An httpx response for a reply whose body is ``content``."""
     if request.method == "HEAD":
         content = b""
-    return httpx.Response(
-        reply.status, headers={"content-type": reply.content_type}, content=content, request=request
-    )
+    headers = [("content-type", reply.content_type), *reply.headers]
+    if reply.fault is not None and reply.fault.kind == "redirect_loop":
+        headers.append(("location", str(request.url)))
+    return httpx.Response(reply.status, headers=headers, content=content, request=request)

@@ -1,0 +1,411 @@
+"""One job's way, top to bottom: prepare -> reserve budget -> slot -> submit -> record -> poll ->
+settle -> save.
+
+Owns the order of the stages and the small decisions between them; each stage calls its owner:
+the journal (``_journaling``), the budget (``BudgetLedger``), the limiter's slots, pacing and
+submit record (``_limits``, ``_submits``), reconciliation (``_reconcile``), the poll planner
+(``_polling``) and the files (``_files``). ``JobPipeline.run`` reads as the list above. It never
+decides what a job's outcome is (``_lifecycle`` turns whatever ``run`` returns or raises into
+one) and never holds a task group.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Final
+
+import anyio
+import anyio.lowlevel
+import attrs
+
+from .._budget import BudgetLedger
+from .._client import result_or_raise
+from .._errors import (
+    AmbiguousSubmitError,
+    BadRequestError,
+    BudgetExceededError,
+    DashScopeError,
+    JobCanceledError,
+    RateLimitError,
+    TaskTimeoutError,
+)
+from .._events import EventHub, EventKind, RunnerEvent
+from .._files import PreparedInputs, save_result_images
+from .._journal import JobState as JournalState
+from .._journal import JournalEntry
+from .._limits import Limiter, SlotLease
+from .._logging import get_logger
+from .._models import Task, TaskInfo, TaskResult, TaskStatus
+from .._poll_loop import TaskPoll, poll_until_done
+from .._polling import PollPlanner, PollPolicy
+from .._submits import SubmitTicket
+from ._jobs import JobState, JobStatus, Turnstile
+from ._journaling import JobJournal
+from ._reconcile import Reconciler
+from ._service import TaskService
+
+__all__ = ["CLEANUP_SECONDS", "JobEvents", "JobPipeline"]
+
+logger = get_logger("runner")
+
+#: How long cleanup (a server-side cancel) may take once a job is being cancelled.
+CLEANUP_SECONDS: Final = 10.0
+
+
+@attrs.define
+class JobEvents:
+    """Turns a job's steps into ``RunnerEvent``s for the runner's listeners."""
+
+    hub: EventHub
+
+    def emit(
+        self,
+        kind: EventKind,
+        state: JobState,
+        now: float,
+        *,
+        task_id: str | None = None,
+        delay: float | None = None,
+        error: str | None = None,
+    ) -> None:
+        if not self.hub.active:
+            return
+        self.hub.emit(
+            RunnerEvent(
+                kind=kind,
+                index=state.index,
+                model=state.model,
+                at=now,
+                key=state.key,
+                task_id=task_id or state.task_id,
+                delay=delay,
+                error=error,
+            )
+        )
+
+
+@attrs.define
+class _Budget:
+    """One job's claim on the spending cap: planned before uploads, held once it has its slot."""
+
+    ledger: BudgetLedger | None
+    model: str
+    images: int
+    held: int = 0
+
+    def refuse(self, state: JobState) -> BudgetExceededError:
+        return BudgetExceededError(
+            f"job {state.index} would pass the budget"
+            f" ({self.ledger.budget if self.ledger else '?'}); not submitted"
+        )
+
+    def check_affordable(self, state: JobState) -> None:
+        if (
+            self.images
+            and self.ledger is not None
+            and not self.ledger.could_afford(self.model, self.images)
+        ):
+            raise self.refuse(state)  # before uploading anything for it
+
+    def fits_now(self) -> bool:
+        return self.ledger is None or self.ledger.fits_now(self.model, self.images)
+
+    def reserve(self, state: JobState) -> None:
+        # Reserved once the job holds its slot, so jobs still queued never count against the cap
+        # while earlier ones may yet give back what they did not spend.
+        if self.images and self.ledger is not None:
+            if not self.ledger.try_reserve(self.model, self.images):
+                raise self.refuse(state)
+            self.held = self.images
+
+    def settle(self, billed: int) -> None:
+        if self.ledger is not None:
+            self.ledger.settle(self.model, self.held, billed)
+            self.held = 0
+
+
+@attrs.define
+class JobPipeline:
+    """The stages every job goes through, with what they need from the runner."""
+
+    service: TaskService
+    limiter: Limiter
+    journal: JobJournal
+    reconciler: Reconciler
+    ledger: BudgetLedger | None
+    poll_policy: PollPolicy
+    planner: PollPlanner
+    download_dir: Path | None
+    events: JobEvents
+    turnstiles: dict[str, Turnstile] = attrs.field(factory=dict)
+
+    def _emit(
+        self,
+        kind: EventKind,
+        state: JobState,
+        *,
+        task_id: str | None = None,
+        delay: float | None = None,
+        error: str | None = None,
+    ) -> None:
+        self.events.emit(
+            kind, state, self.service.clock.now(), task_id=task_id, delay=delay, error=error
+        )
+
+    # --- the way ------------------------------------------------------------------------------
+
+    async def run(self, state: JobState) -> tuple[TaskResult, tuple[Path, ...]]:
+        """Take one job from handed in to saved images; raises the job's error."""
+        entry = await self.journal.open(state)
+        if entry is not None and entry.state.is_final:
+            return await self.journal.replay(
+                state, entry, self.save, download=self.download_dir is not None
+            )
+        known = self._known_task(state, entry)
+        budget = _Budget(self.ledger, state.model, 0 if known else state.request.images_requested)
+        budget.check_affordable(state)
+        prepared = await self.prepare(state) if known is None and budget.fits_now() else None
+        async with self.slot(state):
+            if known is None:
+                known = await self.settle_earlier_submit(state)
+            if known is None:
+                budget.reserve(state)
+            billed = 0
+            try:
+                if known is None:
+                    task = await self.submit(state, prepared or await self.prepare(state))
+                else:
+                    task = known
+                await self.record(state, task)
+                info = await self.poll(state, task)
+                billed = info.billed_images
+            finally:
+                budget.settle(billed)
+        result = state.result = result_or_raise(info)
+        return result, await self.save(state, result)
+
+    # --- the stages ---------------------------------------------------------------------------
+
+    def _known_task(self, state: JobState, entry: JournalEntry | None) -> Task | None:
+        """An earlier run's task for this job: re-attach to it, never resubmit."""
+        if entry is not None and entry.state is JournalState.SUBMITTED and entry.task_id:
+            return Task(entry.task_id, TaskStatus.PENDING, state.model)
+        return None
+
+    async def prepare(self, state: JobState) -> PreparedInputs:
+        """Check and upload the job's local inputs (before the slot: its time is the service's)."""
+        return await self.service.prepare(state.request)
+
+    def slot(self, state: JobState) -> _Slot:
+        """The model's slot, asked for in the order the jobs were handed in."""
+        return _Slot(self.turnstiles[state.model], self.limiter, state)
+
+    async def settle_earlier_submit(self, state: JobState) -> Task | None:
+        """A submit an earlier run sent and never heard back from: find its task first."""
+        ticket = self.journal.resumed_ticket(state)
+        if ticket is None:
+            return None
+        state.submit_unanswered = True
+        return await self._reconcile(state, ticket, ticket.sent_at)
+
+    async def submit(self, state: JobState, prepared: PreparedInputs) -> Task:
+        """Send the submit at the model's pace; settle a lost answer by the reconcile rules."""
+        model = state.model
+        record = self.limiter.submits
+        while True:
+            await self.limiter.submit_turn(model)
+            # A job cancelled while it waited (its batch was dropped) sends nothing.
+            await anyio.lowlevel.checkpoint_if_cancelled()
+            state.status = JobStatus.SUBMITTING
+            sent_at = self.service.clock.wall()
+            await self.journal.intent(state, sent_at)
+            ticket = await record.sent(model, sent_at)
+            try:
+                # Once sent, a submit must finish: only its answer tells whether a task exists.
+                with anyio.CancelScope(shield=True):
+                    state.submit_unanswered = True
+                    task = await self.service.submit(
+                        state.request, retry_throttled=False, prepared=prepared
+                    )
+            except RateLimitError as exc:
+                await self._no_task(ticket, state)
+                pause = await self.limiter.throttled(model, exc.retry_after)
+                state.status = JobStatus.QUEUED
+                self._emit(EventKind.THROTTLED, state, delay=pause)
+                continue
+            except AmbiguousSubmitError as exc:
+                adopted = await self._reconcile(state, ticket, exc.sent_at)
+                if adopted is None:
+                    state.status = JobStatus.QUEUED
+                    continue
+                task = adopted
+            except (DashScopeError, ValueError, TypeError):
+                # The service refused it, or the body could not even be built: no task.
+                await self._no_task(ticket, state)
+                raise
+            else:
+                with anyio.CancelScope(shield=True):
+                    await record.answered(ticket, task.task_id)
+                state.submit_unanswered = False
+            self.limiter.submit_succeeded(model)
+            return task
+
+    async def _no_task(self, ticket: SubmitTicket, state: JobState) -> None:
+        with anyio.CancelScope(shield=True):
+            await self.limiter.submits.answered(ticket, None)
+        state.submit_unanswered = False
+
+    async def _reconcile(
+        self, state: JobState, ticket: SubmitTicket, last_sent: datetime
+    ) -> Task | None:
+        def settled(task_id: str | None) -> None:
+            state.submit_unanswered = False
+            self._emit(EventKind.RECONCILED, state, task_id=task_id)
+
+        return await self.reconciler.find(
+            ticket,
+            state.request,
+            last_sent_at=max(last_sent, ticket.sent_at),
+            label=f"job {state.index}",
+            on_settled=settled,
+        )
+
+    async def record(self, state: JobState, task: Task) -> None:
+        """The job has a task on the service: record it, tell the listeners."""
+        state.task_id = task.task_id
+        state.submitted_at = self.service.clock.now()
+        state.status = JobStatus.PENDING
+        await self.journal.submitted(state, task.task_id)
+        state.submitted.set()
+        self._emit(EventKind.SUBMITTED, state)
+        logger.debug("job %d has task %s", state.index, task.task_id)
+
+    async def poll(self, state: JobState, task: Task) -> TaskInfo:
+        """Poll the task to a terminal state: the poll loop ``client.wait()`` runs too, inside
+        the poll budget and the job's deadline."""
+        assert state.submitted_at is not None
+        deadline = self.poll_policy.deadline
+        try:
+            return await poll_until_done(
+                TaskPoll(task.task_id, state.model, task.status, submitted_at=state.submitted_at),
+                service=self.service,
+                planner=self.planner,
+                clock=self.service.clock,
+                deadline=None if deadline is None else state.submitted_at + deadline,
+                meter=self.limiter.poll_turn,
+                observer=_JobPollObserver(self, state),
+            )
+        except TaskTimeoutError as exc:
+            assert deadline is not None
+            await self._give_up(state, exc.status, deadline)
+            raise
+
+    async def save(self, state: JobState, result: TaskResult) -> tuple[Path, ...]:
+        """Save the result's images under ``download_dir``, if one was given."""
+        if self.download_dir is None:
+            return ()
+        stem = state.key if state.key is not None else f"{state.index:06d}"
+        return tuple(await save_result_images(self.service.http, result, self.download_dir, stem))
+
+    # --- stopping -----------------------------------------------------------------------------
+
+    async def _give_up(self, state: JobState, status: TaskStatus, deadline: float) -> None:
+        assert state.task_id is not None
+        if status is TaskStatus.PENDING and await self.cancel_on_service(state):
+            raise TaskTimeoutError(
+                f"task {state.task_id} was still PENDING after {deadline:g} s; cancelled on the service",
+                task_id=state.task_id,
+                status=status,
+            )
+        raise TaskTimeoutError(
+            f"task {state.task_id} was still {status.value} after {deadline:g} s; it may still"
+            " finish and be billed: look it up by its id",
+            task_id=state.task_id,
+            status=status,
+        )
+
+    async def cancel_on_service(self, state: JobState) -> bool:
+        """Ask the service to cancel the job's task; True if it was cancelled (it was PENDING)."""
+        assert state.task_id is not None
+        with anyio.move_on_after(CLEANUP_SECONDS, shield=True):
+            try:
+                # Every attempt, retries included, takes its own turn in the poll budget.
+                await self.service.cancel_task(state.task_id, meter=self.limiter.poll_turn)
+            except BadRequestError:
+                return False  # UnsupportedOperation: it had already left PENDING
+            except DashScopeError as exc:
+                logger.warning("could not cancel task %s: %s", state.task_id, exc)
+                return False
+            return True
+        return False
+
+    async def canceled_error(self, state: JobState) -> JobCanceledError:
+        """The outcome of a cancelled job, after cancelling its task on the service if PENDING."""
+        if state.task_id is None:
+            if state.submit_unanswered:
+                return JobCanceledError(
+                    f"job {state.index} was cancelled while its unanswered submit was being"
+                    " settled: a task may exist (its journal lists it as ambiguous)"
+                )
+            return JobCanceledError(f"job {state.index} was cancelled before it was submitted")
+        if state.status in (
+            JobStatus.PENDING,
+            JobStatus.SUBMITTING,
+        ) and await self.cancel_on_service(state):
+            return JobCanceledError(
+                f"job {state.index} was cancelled; task {state.task_id} was cancelled on the service",
+                task_id=state.task_id,
+                canceled_on_service=True,
+            )
+        return JobCanceledError(
+            f"job {state.index} was cancelled while task {state.task_id} was running; it may"
+            " still finish and be billed",
+            task_id=state.task_id,
+        )
+
+
+@attrs.frozen
+class _JobPollObserver:
+    """Turns what the poll loop sees into the job's status, poll count and events."""
+
+    pipeline: JobPipeline
+    state: JobState
+
+    def answered(self, poll: TaskPoll, info: TaskInfo, *, started_running: bool) -> None:
+        self.state.polls = poll.polls
+        if info.status is TaskStatus.PENDING:
+            self.state.status = JobStatus.PENDING
+        elif started_running:
+            self.state.status = JobStatus.RUNNING
+            self.pipeline._emit(EventKind.RUNNING, self.state)
+
+    def failed(self, poll: TaskPoll, error: DashScopeError, delay: float) -> None:
+        self.pipeline._emit(EventKind.RETRIED, self.state, delay=delay, error=str(error))
+
+
+class _Slot:
+    """``async with``: wait for the model's turn, then hold the limiter's slot until exit."""
+
+    def __init__(self, turnstile: Turnstile, limiter: Limiter, state: JobState) -> None:
+        self._turnstile = turnstile
+        self._state = state
+        self._lease: AbstractAsyncContextManager[SlotLease] = limiter.slot(state.model)
+
+    async def __aenter__(self) -> None:
+        state = self._state
+        try:
+            await self._turnstile.wait(state.turn)
+            await self._lease.__aenter__()
+        finally:
+            self._turnstile.passed(state.turn)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        return await self._lease.__aexit__(exc_type, exc, tb)

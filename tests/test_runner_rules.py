@@ -1,0 +1,242 @@
+"""The runner's rules, one test per way they were once broken, against the in-process emulator.
+
+Each test is named for the rule it checks and is judged by what the emulator recorded: which
+input created which task, and which submits reached it when. Virtual time, both backends.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import anyio
+import pytest
+
+import dashscope_async as ds
+from dashscope_async.testing import Emulator, EmulatorConfig, Fault
+from tests.virtual_time import virtual_time
+
+REPAINT = ds.STYLE_REPAINT.name
+SKETCH = ds.SKETCH_TO_IMAGE.name
+
+
+def emulator_with(max_in_progress: int = 1, *, seed: int = 1, run: float = 5.0) -> Emulator:
+    config = EmulatorConfig(seed=seed, render_results=False)
+    return Emulator(config.with_model(SKETCH, max_in_progress=max_in_progress, run_seconds=run))
+
+
+def sketch(emulator: Emulator, name: str) -> ds.SketchToImage:
+    return ds.SketchToImage(emulator.sample_image_url("sketch"), prompt=name)
+
+
+def tasks_of(emulator: Emulator, name: str) -> list[str]:
+    """Every task the input with this prompt created (the emulator's record)."""
+    return [tid for tid in emulator.tasks if emulator.input_of(tid).get("prompt") == name]
+
+
+def limits(max_in_progress: int) -> ds.Limits:
+    return ds.Limits.default().with_model(SKETCH, max_in_progress=max_in_progress)
+
+
+# --- resubmit only on proof ------------------------------------------------------------------
+
+
+@virtual_time
+async def test_resubmit_only_on_proof_failing_list_reads_never_make_a_second_task() -> None:
+    emulator = emulator_with()
+    emulator.faults.script("submit", Fault.drop_after())  # created, answer lost
+    for fault in (Fault.server_error(), Fault.throttle(), Fault.drop_before()):
+        emulator.faults.chance("list_tasks", fault, 0.34)
+    emulator.faults.chance("list_tasks", Fault.error(503), 1.0)  # and then for good
+    started = anyio.current_time()
+    async with emulator.client() as client, ds.AsyncTaskRunner(client) as runner:
+        outcome = await runner.submit(sketch(emulator, "lost")).wait()
+    assert len(tasks_of(emulator, "lost")) == 1  # never a second paid task
+    assert len(emulator.submits_received()) == 1
+    error = outcome.error
+    assert isinstance(error, ds.AmbiguousSubmitError)
+    assert error.model == SKETCH and error.request == sketch(emulator, "lost")
+    assert error.sent_at is not None
+    # Bounded: the grace period and the reconcile timeout, not for ever.
+    assert anyio.current_time() - started <= 30 + 60 + 10
+
+
+@virtual_time
+async def test_resubmit_only_on_proof_a_list_that_recovers_gives_the_job_its_own_task() -> None:
+    emulator = emulator_with()
+    emulator.faults.script("submit", Fault.drop_after())
+    emulator.faults.script("list_tasks", Fault.server_error(), times=4)
+    async with emulator.client() as client, ds.AsyncTaskRunner(client) as runner:
+        outcome = await runner.submit(sketch(emulator, "found")).wait()
+    assert outcome.ok, outcome.error
+    assert tasks_of(emulator, "found") == [outcome.task_id]
+
+
+@virtual_time
+async def test_resubmit_only_on_proof_a_submit_processed_late_is_not_duplicated() -> None:
+    emulator = emulator_with()
+    # The client gives up after 1 s; the service creates the task 6 s (then 25 s) after.
+    emulator.faults.script("submit", Fault.late(6.0, timeout=1.0))
+    emulator.faults.script("submit", Fault.late(25.0, timeout=1.0))
+    async with emulator.client() as client, ds.AsyncTaskRunner(client) as runner:
+        first = await runner.submit(sketch(emulator, "late-6")).wait()
+        second = await runner.submit(sketch(emulator, "late-25")).wait()
+    for name, outcome in (("late-6", first), ("late-25", second)):
+        assert outcome.ok, outcome.error
+        assert tasks_of(emulator, name) == [outcome.task_id]
+
+
+@virtual_time
+async def test_resubmit_only_on_proof_a_submit_that_made_nothing_is_sent_again_once_proven() -> (
+    None
+):
+    emulator = emulator_with()
+    emulator.faults.script("submit", Fault.drop_before())  # lost before the service saw it
+    async with emulator.client() as client, ds.AsyncTaskRunner(client) as runner:
+        started = anyio.current_time()
+        outcome = await runner.submit(sketch(emulator, "again")).wait()
+    assert outcome.ok, outcome.error
+    assert tasks_of(emulator, "again") == [outcome.task_id]
+    assert outcome.submitted_at is not None
+    assert outcome.submitted_at - started >= 30  # not before the grace period had passed
+
+
+# --- adopt only what can only be ours -------------------------------------------------------
+
+
+@pytest.mark.parametrize("shared", ["one runner", "two runners, one limiter"])
+def test_adopt_only_what_can_only_be_ours_never_another_jobs_late_answered_task(
+    shared: str,
+) -> None:
+    @virtual_time
+    async def scenario() -> None:
+        emulator = emulator_with(max_in_progress=2)
+        # A's submit is processed at once but answered 5 s late; B's is lost unprocessed.
+        emulator.faults.script("submit", Fault.slow(5.0))
+        emulator.faults.script("submit", Fault.drop_before())
+        async with emulator.client() as client:
+            limiter = ds.LocalLimiter(limits(2), clock=client.clock)
+            async with (
+                ds.AsyncTaskRunner(client, limiter=limiter) as one,
+                ds.AsyncTaskRunner(client, limiter=limiter) as other,
+            ):
+                a = one.submit(sketch(emulator, "A"))
+                await anyio.sleep(0.6)  # B goes next, at the model's pace
+                b = (one if shared == "one runner" else other).submit(sketch(emulator, "B"))
+                outcomes = {"A": await a.wait(), "B": await b.wait()}
+        for name, outcome in outcomes.items():
+            assert outcome.ok, outcome.error
+            assert tasks_of(emulator, name) == [outcome.task_id]  # its own, and only one
+        assert outcomes["A"].task_id != outcomes["B"].task_id
+
+    scenario("asyncio")
+    scenario("trio")
+
+
+@virtual_time
+async def test_adopt_only_what_can_only_be_ours_two_lost_submits_are_both_ambiguous() -> None:
+    emulator = emulator_with(max_in_progress=2)
+    # Both answers lost while both were in flight, one task made: either job's, no telling whose.
+    emulator.faults.script("submit", Fault.late(0.0, timeout=2.0))
+    emulator.faults.script("submit", Fault.drop_before())
+    async with (
+        emulator.client() as client,
+        ds.AsyncTaskRunner(client, limits=limits(2)) as runner,
+    ):
+        handles = [runner.submit(sketch(emulator, name)) for name in ("X", "Y")]
+        outcomes = [await handle.wait() for handle in handles]
+    assert all(isinstance(o.error, ds.AmbiguousSubmitError) for o in outcomes)
+    assert len(emulator.tasks) == 1  # and nobody sent a second one
+    assert len(emulator.submits_received()) == 2
+
+
+# --- dropped means stopped ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("leave", ["break", "move_on_after", "exception"])
+def test_dropped_means_stopped_leaving_map_with_the_runner_open(leave: str) -> None:
+    @virtual_time
+    async def scenario() -> None:
+        emulator = emulator_with(max_in_progress=3, run=20.0)
+        async with (
+            emulator.client() as client,
+            ds.AsyncTaskRunner(client, limits=limits(3)) as runner,
+        ):
+            requests = [sketch(emulator, f"job {i}") for i in range(10)]
+            if leave == "break":
+                async for _ in runner.map(requests):
+                    break
+            elif leave == "move_on_after":
+                with anyio.move_on_after(3.0):
+                    async for _ in runner.map(requests):
+                        pass
+            else:
+                with pytest.raises(KeyError):
+                    async for _ in runner.map(requests):
+                        raise KeyError("the caller's own error")
+            left_at = anyio.current_time()
+            submitted = len(emulator.tasks)
+            await anyio.sleep(120)
+            assert emulator.submits_received(since=left_at) == ()  # nothing more was sent
+            assert len(emulator.tasks) == submitted
+            assert all(emulator.status(t) is not ds.TaskStatus.PENDING for t in emulator.tasks)
+            # The runner is still open for everyone else.
+            assert (await runner.run(sketch(emulator, "after"))).images
+
+    scenario("asyncio")
+    scenario("trio")
+
+
+# --- everything that happens inside a job is that job's outcome ------------------------------
+
+
+class _BytesPath(os.PathLike[bytes]):
+    def __fspath__(self) -> bytes:
+        return b"/tmp/portrait.png"
+
+
+class _NotOurs(os.PathLike[str]):
+    def __fspath__(self) -> str:
+        raise RuntimeError("an exception that is not ours")
+
+
+@virtual_time
+async def test_everything_inside_a_job_is_its_outcome_odd_jobs_never_crash_the_batch() -> None:
+    emulator = emulator_with(run=1.0)
+    url = emulator.sample_image_url("sketch")
+    odd: list[ds.Request] = [
+        ds.SketchToImage(url, prompt="lone \ud800 surrogate"),
+        ds.StyleRepaint("/tmp/a\0b.png", style=1),
+        ds.StyleRepaint(_BytesPath(), style=1),  # type: ignore[arg-type]
+        ds.StyleRepaint(_NotOurs(), style=1),
+    ]
+    good = [sketch(emulator, f"good {i}") for i in range(2)]
+    async with emulator.client() as client, ds.AsyncTaskRunner(client) as runner:
+        outcomes = [o async for o in runner.map([good[0], *odd, good[1]])]
+    assert sorted(o.index for o in outcomes) == list(range(6))
+    by_index = {o.index: o for o in outcomes}
+    assert by_index[0].ok and by_index[5].ok
+    for index in range(1, 5):
+        assert isinstance(by_index[index].error, ds.DashScopeError), by_index[index]
+    assert isinstance(by_index[4].error, ds.JobError)
+    assert isinstance(by_index[4].error.cause, RuntimeError)
+
+
+@virtual_time
+async def test_everything_inside_a_job_is_its_outcome_downloads_that_cannot_be_saved() -> None:
+    emulator = Emulator(EmulatorConfig(seed=2, time_scale=0.05))
+    emulator.faults.script("result", Fault.redirect_loop(), times=50)
+    tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"ds-i12-{os.getpid()}-{anyio.current_time()}"
+    tmp.write_bytes(b"a file, not a folder")
+    try:
+        async with emulator.client() as client:
+            async with ds.AsyncTaskRunner(client, download_dir=tmp) as runner:
+                in_a_file = await runner.submit(sketch(emulator, "file")).wait()
+            async with ds.AsyncTaskRunner(client, download_dir=tmp.with_suffix(".d")) as runner:
+                looping = await runner.submit(sketch(emulator, "loop")).wait()
+    finally:
+        tmp.unlink()
+    for outcome in (in_a_file, looping):
+        assert not outcome.ok
+        assert isinstance(outcome.error, ds.DashScopeError)
+        assert outcome.task_id is not None  # the task ran (and was billed): say which
