@@ -47,15 +47,6 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return "\n".join(lines)
 
 
-def queue_ahead_available() -> bool:
-    """Whether this version of the runner can queue tasks ahead (``Limits.with_model``)."""
-    try:
-        ds.Limits.default().with_model(MODEL, queue_ahead=1)  # type: ignore[call-arg]
-    except TypeError:
-        return False
-    return True
-
-
 def _ratio(value: float, ours: float) -> str:
     if not (math.isfinite(value) and math.isfinite(ours)) or ours == 0:
         return "-"
@@ -124,7 +115,7 @@ async def _run_scenarios(scenarios: Sequence[Scenario], queue_ahead: bool) -> li
 
 def run_slots(quick: bool) -> list[SlotFigures]:
     scenarios = QUICK_SCENARIOS if quick else FULL_SCENARIOS
-    return anyio.run(_run_scenarios, scenarios, queue_ahead_available())
+    return anyio.run(_run_scenarios, scenarios, True)
 
 
 def run_memory() -> MemoryFigures:

@@ -124,7 +124,7 @@ def ours(*, queue_ahead: int | None = None, priors: dict[str, float] | None = No
     async def run(server: RunningServer, requests: list[ds.StyleRepaint]) -> int:
         limits = ds.Limits.default()
         if queue_ahead is not None:
-            limits = limits.with_model(MODEL, queue_ahead=queue_ahead)  # type: ignore[call-arg]
+            limits = limits.with_model(MODEL, queue_ahead=queue_ahead)
         poll = ds.PollPolicy(run_time_priors=priors or {})
         done = 0
         async with (

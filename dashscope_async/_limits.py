@@ -63,6 +63,14 @@ def _non_negative(field: str) -> Any:
     return check
 
 
+def _whole_number(field: str) -> Any:
+    def check(_instance: object, _attribute: attrs.Attribute[Any], value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValidationError(field, f"must be a whole number of at least 0, not {value!r}")
+
+    return check
+
+
 def _at_least_one(_instance: object, _attribute: attrs.Attribute[Any], value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValidationError(
@@ -79,16 +87,28 @@ class ModelLimits:
 
     Attributes:
         submit_rate: submissions per second (paced evenly, never in bursts).
-        max_in_progress: tasks submitted and not yet finished, at most.
+        max_in_progress: tasks running at once, at most (the service's concurrency limit).
+        queue_ahead: tasks that may wait PENDING on the service beyond ``max_in_progress``
+            (default 0: none). The service queues a task submitted while the model's slots
+            are full and starts it the moment one frees, so with 1 the slot never waits for
+            the client to notice an end; a service that refuses instead (429) turns it off for
+            the rest of the run. Every task queued ahead is a real, billed task.
 
     Example:
         ```python
         ds.ModelLimits(submit_rate=5, max_in_progress=3)
+        ds.ModelLimits(queue_ahead=1)
         ```
     """
 
     submit_rate: float = attrs.field(default=2.0, validator=_positive("submit_rate"))
     max_in_progress: int = attrs.field(default=1, validator=_at_least_one)
+    queue_ahead: int = attrs.field(default=0, validator=_whole_number("queue_ahead"))
+
+    @property
+    def slots(self) -> int:
+        """Tasks that may be outstanding at once: running plus queued ahead."""
+        return self.max_in_progress + self.queue_ahead
 
 
 def _registry_limits() -> dict[str, ModelLimits]:
@@ -179,19 +199,26 @@ class Limits:
         return ModelLimits()
 
     def with_model(
-        self, model: str, *, submit_rate: float | None = None, max_in_progress: int | None = None
+        self,
+        model: str,
+        *,
+        submit_rate: float | None = None,
+        max_in_progress: int | None = None,
+        queue_ahead: int | None = None,
     ) -> Limits:
         """A copy with one model's limits changed; unspecified values keep their current setting.
 
         Example:
             ```python
             ds.Limits.default().with_model("wanx-sketch-to-image-lite", submit_rate=5)
+            ds.Limits.default().with_model("wanx-style-repaint-v1", queue_ahead=1)
             ```
         """
         current = self.for_model(model)
         changed = ModelLimits(
             submit_rate=current.submit_rate if submit_rate is None else submit_rate,
             max_in_progress=current.max_in_progress if max_in_progress is None else max_in_progress,
+            queue_ahead=current.queue_ahead if queue_ahead is None else queue_ahead,
         )
         return attrs.evolve(self, models={**self.models, model: changed})
 
@@ -265,6 +292,16 @@ class Limiter(Protocol):
 
     async def poll_turn(self) -> None:
         """Wait for a turn in the account-wide budget of get, list and cancel calls."""
+        ...
+
+    def stop_queue_ahead(self, model: str) -> None:
+        """The service refused a task queued ahead: from now on hand out ``max_in_progress``
+        slots of ``model`` only (``ModelLimits.queue_ahead`` no longer counts)."""
+        ...
+
+    @property
+    def limits(self) -> Limits:
+        """The limits it keeps."""
         ...
 
     @property
@@ -390,24 +427,36 @@ class _LocalLease:
 
 
 class SlotPool(AbstractAsyncContextManager[SlotLease]):
-    """A model's task-in-progress slots: ``max_in_progress`` of them, handed out first come first served.
+    """A model's task slots (``ModelLimits.slots`` of them), handed out first come first served.
 
     The pool is its own context manager (one lease object per model), so taking a slot allocates
     nothing; anyio's semaphore queues waiters in order on both backends, and frees a slot when
-    the holder leaves, cancelled or not.
+    the holder leaves, cancelled or not. ``shrink`` takes slots away for good: free ones at once,
+    held ones as their holders leave.
     """
 
-    __slots__ = ("_lease", "_semaphore", "capacity")
+    __slots__ = ("_debt", "_lease", "_semaphore", "capacity")
 
     def __init__(self, model: str, capacity: int) -> None:
         self.capacity = capacity
         self._semaphore = anyio.Semaphore(capacity)
         self._lease = _LocalLease(model)
+        self._debt = 0
 
     @property
     def in_use(self) -> int:
         """Slots held now: tasks of this model in progress (or about to be submitted)."""
-        return self.capacity - self._semaphore.value
+        return self.capacity + self._debt - self._semaphore.value
+
+    def shrink(self, capacity: int) -> None:
+        """From now on hand out at most ``capacity`` slots (never fewer than 1; never grows)."""
+        capacity = max(capacity, 1)
+        while self.capacity > capacity:
+            self.capacity -= 1
+            try:
+                self._semaphore.acquire_nowait()  # a free slot goes at once ...
+            except anyio.WouldBlock:
+                self._debt += 1  # ... a held one when its holder leaves
 
     @property
     def waiting(self) -> int:
@@ -424,7 +473,10 @@ class SlotPool(AbstractAsyncContextManager[SlotLease]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._semaphore.release()
+        if self._debt:
+            self._debt -= 1
+        else:
+            self._semaphore.release()
 
 
 class _ModelMeter:
@@ -433,7 +485,7 @@ class _ModelMeter:
     __slots__ = ("cool_down", "granted", "pacer", "slots", "throttles", "turnstile")
 
     def __init__(self, model: str, limits: Limits, rng: random.Random) -> None:
-        self.slots = SlotPool(model, limits.for_model(model).max_in_progress)
+        self.slots = SlotPool(model, limits.for_model(model).slots)
         # A fair lock: the first caller waits out the pacer and the cool-down, the rest queue
         # behind it in arrival order.
         self.turnstile = anyio.Lock()
@@ -579,6 +631,11 @@ class LocalLimiter:
         meter = self._meters.get(model)
         if meter is not None:
             meter.cool_down.reset()
+
+    def stop_queue_ahead(self, model: str) -> None:
+        """Hand out ``max_in_progress`` slots of ``model`` from now on (free ones go at once,
+        held ones as their holders leave)."""
+        self._meter(model).slots.shrink(self.limits.for_model(model).max_in_progress)
 
     async def poll_turn(self) -> None:
         """Wait for a turn in the account-wide budget for get, list and cancel calls.

@@ -363,6 +363,7 @@ class PollPlanner:
         since_running: float | None,
         status: TaskStatus,
         polls_so_far: int,
+        queued_ahead: bool = False,
     ) -> float:
         """Seconds to wait before the next poll of one task.
 
@@ -374,6 +375,11 @@ class PollPlanner:
                 it RUNNING); ``None`` when it is not known to run.
             status: the status the last poll returned (``PENDING`` before the first poll).
             polls_so_far: how many polls of this task were answered so far.
+            queued_ahead: its model queues tasks ahead (``ModelLimits.queue_ahead``): the
+                service starts the next task the moment this one ends, so noticing the end
+                late costs the slot nothing, and polls only collect results. Such a task is
+                polled once at the late quantile ``high`` of its run (then by rule 3), and
+                while it waits PENDING, after about one run time of the task ahead of it.
 
         Returns:
             The delay in seconds (0 for a terminal status, or once the deadline has passed).
@@ -387,7 +393,16 @@ class PollPlanner:
         if status is TaskStatus.SUSPENDED:
             delay = policy.max_interval
         elif since_running is None:
-            delay = self._clamp(0.1 * estimate.median)
+            if queued_ahead:
+                # Behind a running task: it starts when that one ends, about a run time away.
+                first = polls_so_far == 0
+                delay = max(
+                    estimate.median if first else 0.25 * estimate.median, policy.min_interval
+                )
+            else:
+                delay = self._clamp(0.1 * estimate.median)
+        elif queued_ahead:
+            delay = self._collecting_delay(estimate, max(since_running, 0.0))
         else:
             delay = self._running_delay(estimate, max(since_running, 0.0))
         return self._before_deadline(delay, since_submit)
@@ -420,12 +435,7 @@ class PollPlanner:
         sigma = estimate.log_sigma
         low = estimate.low
         if elapsed < low - policy.min_interval:
-            if not estimate.known:
-                for fraction in policy.cold_probes:
-                    probe = fraction * median
-                    if probe > elapsed + policy.min_interval:
-                        return probe - elapsed
-            return low - elapsed
+            return self._sleep_until(estimate, elapsed, low)
         z = math.log(max(elapsed, 1e-9) / median) / sigma
         # 1 / sqrt(f) of the end time, 1 at the median; exp() of a large z would overflow, and
         # the growth cap wins long before that.
@@ -438,6 +448,22 @@ class PollPlanner:
             spacing = policy.cold_end_spacing
         gap = spacing * median * math.sqrt(sigma / REFERENCE_LOG_SIGMA) * spread
         return self._clamp(min(gap, policy.overrun_growth * elapsed))
+
+    def _collecting_delay(self, estimate: RunTimeEstimate, elapsed: float) -> float:
+        policy = self.policy
+        high = estimate.high
+        if elapsed < high - policy.min_interval:
+            return self._sleep_until(estimate, elapsed, high)
+        return self._clamp(policy.overrun_growth * elapsed)
+
+    def _sleep_until(self, estimate: RunTimeEstimate, elapsed: float, until: float) -> float:
+        """The sleep to ``until``, cut short by a first task's next probe, if one comes first."""
+        if not estimate.known:
+            for fraction in self.policy.cold_probes:
+                probe = fraction * estimate.median
+                if elapsed + self.policy.min_interval < probe < until:
+                    return probe - elapsed
+        return until - elapsed
 
     def _clamp(self, delay: float) -> float:
         policy = self.policy

@@ -187,6 +187,10 @@ class JobState:
     submit_unanswered: bool = False
     replayed: bool = False
     result: TaskResult | None = None
+    #: Its task (sent, adopted or known) is counted by the runner's ``QueueAhead``.
+    counted: bool = False
+    #: Its submit went while the model's running slots were full: it waits PENDING.
+    queued_ahead: bool = False
 
     @property
     def model(self) -> str:

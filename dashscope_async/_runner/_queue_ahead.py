@@ -1,0 +1,91 @@
+"""Queue-ahead: which models keep a task waiting PENDING on the service, and when that stops.
+
+Owns, per model and for one runner: whether queue-ahead is on (``ModelLimits.queue_ahead`` above
+0, and the service has not refused a queued task), how many of this runner's tasks of the model
+exist or may exist (from the submit's send until the job leaves its slot), and so whether a
+submit about to go will wait behind running tasks. When the service answers such a submit with a
+throttling 429, queue-ahead is off for that model for the rest of the run: the limiter hands out
+``max_in_progress`` slots only, an event and a log line say so, and the job is submitted again,
+paced as always, once a running slot is free. It never sends anything and never sleeps on a clock;
+the pipeline asks it before and after each submit.
+"""
+
+from __future__ import annotations
+
+import anyio
+import attrs
+
+from .._limits import Limiter
+from .._logging import get_logger
+
+__all__ = ["QueueAhead"]
+
+logger = get_logger("runner")
+
+
+@attrs.define
+class _ModelQueue:
+    configured: bool
+    max_in_progress: int
+    on: bool
+    outstanding: int = 0
+    changed: anyio.Event = attrs.field(factory=anyio.Event)
+
+
+@attrs.define
+class QueueAhead:
+    """One runner's view of queue-ahead, per model."""
+
+    limiter: Limiter
+    _models: dict[str, _ModelQueue] = attrs.field(init=False, factory=dict)
+
+    def _model(self, model: str) -> _ModelQueue:
+        queue = self._models.get(model)
+        if queue is None:
+            limits = self.limiter.limits.for_model(model)
+            configured = limits.queue_ahead > 0
+            queue = self._models[model] = _ModelQueue(
+                configured, limits.max_in_progress, configured
+            )
+        return queue
+
+    def enabled(self, model: str) -> bool:
+        """Whether ``model``'s tasks may wait PENDING behind running ones now."""
+        return self._model(model).on
+
+    async def wait_for_turn(self, model: str) -> None:
+        """With queue-ahead off after a refusal, wait until a running slot is free for us."""
+        queue = self._model(model)
+        while queue.configured and not queue.on and queue.outstanding >= queue.max_in_progress:
+            await queue.changed.wait()
+
+    def sending(self, model: str) -> bool:
+        """A submit of ``model`` goes now: count its task; True if it will wait PENDING behind
+        running tasks of ours (queued ahead)."""
+        queue = self._model(model)
+        ahead = queue.outstanding >= queue.max_in_progress
+        queue.outstanding += 1
+        return ahead
+
+    def gone(self, model: str) -> None:
+        """A counted task does not exist (its submit was refused) or has ended."""
+        queue = self._model(model)
+        queue.outstanding -= 1
+        queue.changed.set()
+        queue.changed = anyio.Event()
+
+    def refused(self, model: str) -> bool:
+        """The service refused a submit queued ahead (429): turn queue-ahead off for ``model``
+        for the rest of the run. True if this call turned it off."""
+        queue = self._model(model)
+        if not queue.on:
+            return False
+        queue.on = False
+        self.limiter.stop_queue_ahead(model)
+        logger.warning(
+            "%s: the service refused a task queued behind a running one (429); queue-ahead is"
+            " off for this model for the rest of the run, and the job is submitted again once"
+            " a slot is free",
+            model,
+        )
+        return True
