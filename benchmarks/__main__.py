@@ -22,9 +22,7 @@ from pathlib import Path
 import anyio
 import attrs
 
-import dashscope_async as ds
 from benchmarks.overhead import OverheadFigures, overhead
-from benchmarks.peers import MODEL
 from benchmarks.slots import Scenario, SlotFigures, measure
 from benchmarks.throughput import MemoryFigures, ThroughputFigures, throughput
 

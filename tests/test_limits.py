@@ -558,3 +558,29 @@ async def test_limiter_closes_as_a_context_manager() -> None:
     async with LocalLimiter() as limiter:
         await limiter.submit_turn(REPAINT)
     await limiter.aclose()  # closing twice is harmless
+
+
+# --- queue-ahead slots --------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_slots_count_tasks_queued_ahead_and_shrink_when_it_stops() -> None:
+    limits = Limits.default().with_model(REPAINT, queue_ahead=2)
+    limiter = LocalLimiter(limits)
+    async with limiter.slot(REPAINT), limiter.slot(REPAINT):
+        assert limiter.state(REPAINT).in_progress == 2
+        # One free slot left of three: shrinking to one takes it at once, and one held slot
+        # when its holder leaves.
+        limiter.stop_queue_ahead(REPAINT)
+        assert limiter.state(REPAINT).max_in_progress == 1
+        assert limiter.state(REPAINT).in_progress == 2
+        with anyio.move_on_after(0.1) as waited:
+            async with limiter.slot(REPAINT):
+                pass
+        assert waited.cancelled_caught
+    assert limiter.state(REPAINT).in_progress == 0
+    async with limiter.slot(REPAINT):
+        with anyio.move_on_after(0.1) as waited:
+            async with limiter.slot(REPAINT):
+                pass
+        assert waited.cancelled_caught  # one slot from now on
