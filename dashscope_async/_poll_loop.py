@@ -187,17 +187,18 @@ def _seen(poll: TaskPoll, info: TaskInfo, clock: Clock) -> bool:
 
 
 def _started_at(poll: TaskPoll, info: TaskInfo, clock: Clock) -> float:
-    """The clock reading at which a task that waited PENDING started, from ``scheduled_time``.
+    """The clock reading at which a task that waited PENDING started.
 
-    Clipped to between its submission and now, so a skewed service clock cannot move it out of
-    what is possible.
+    From the service's own times: it waited ``scheduled_time - submit_time`` after its
+    submission. Both are read from one clock, the service's, so a skew between its clock and
+    ours does not matter. Without them, now. Kept between the submission and now.
     """
     now = clock.now()
-    if info.scheduled_time is None:
+    submitted_at = poll.submitted_at
+    if submitted_at is None or info.scheduled_time is None or info.submit_time is None:
         return now
-    started = now - (clock.wall() - info.scheduled_time).total_seconds()
-    earliest = poll.submitted_at if poll.submitted_at is not None else started
-    return min(max(started, earliest), now)
+    waited = (info.scheduled_time - info.submit_time).total_seconds()
+    return min(max(submitted_at + waited, submitted_at), now)
 
 
 def _seconds_left(deadline: float | None, clock: Clock) -> float:

@@ -1,4 +1,5 @@
-"""The shared poll loop: when a task that waited PENDING is taken to have started."""
+"""The shared poll loop: when a task that waited PENDING is taken to have started (from the
+service's own times, whatever the skew between its clock and ours)."""
 
 from __future__ import annotations
 
@@ -31,18 +32,24 @@ class Answers:
     clock: RecordingClock
     started_at: float
     ends_at: float
+    submitted_at: float = 0.0
+    skew: float = 3.7
     asked_at: list[float] = attrs.field(factory=list)
 
     async def get_task(self, task_id: str, *, retry: bool = True) -> TaskInfo:
         now = self.clock.now()
         self.asked_at.append(now)
-        scheduled = WALL_START + timedelta(seconds=self.started_at)
+        # The service's clock runs an hour and a bit off ours: only its own differences count.
+        service = WALL_START + timedelta(hours=1, seconds=self.skew)
+        submitted = service + timedelta(seconds=self.submitted_at)
+        scheduled = service + timedelta(seconds=self.started_at)
         if now < self.started_at:
-            return TaskInfo(task_id, TaskStatus.PENDING)
+            return TaskInfo(task_id, TaskStatus.PENDING, submit_time=submitted)
+        times = {"submit_time": submitted, "scheduled_time": scheduled}
         if now < self.ends_at:
-            return TaskInfo(task_id, TaskStatus.RUNNING, scheduled_time=scheduled)
-        end = WALL_START + timedelta(seconds=self.ends_at)
-        return TaskInfo(task_id, TaskStatus.SUCCEEDED, scheduled_time=scheduled, end_time=end)
+            return TaskInfo(task_id, TaskStatus.RUNNING, **times)
+        end = service + timedelta(seconds=self.ends_at)
+        return TaskInfo(task_id, TaskStatus.SUCCEEDED, end_time=end, **times)
 
 
 @pytest.mark.parametrize("queued_ahead", [False, True])
@@ -66,9 +73,9 @@ async def test_a_task_that_waited_runs_from_the_service_s_scheduled_time(
     assert after == pytest.approx(expected)
 
 
-async def test_a_scheduled_time_out_of_reach_is_clipped_to_the_submission() -> None:
+async def test_a_start_out_of_reach_is_clipped_to_the_submission() -> None:
     clock = RecordingClock()
-    # A service clock far behind: its scheduled_time lies before the submission.
+    # Scheduled before it was submitted, by the service's own times: impossible, so clipped.
     answers = Answers(clock, started_at=-50.0, ends_at=12.0)
     poll = TaskPoll("t-1", MODEL, submitted_at=0.0, seen_pending=True)
     await poll_until_done(
