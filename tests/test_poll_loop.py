@@ -45,11 +45,18 @@ class Answers:
         scheduled = service + timedelta(seconds=self.started_at)
         if now < self.started_at:
             return TaskInfo(task_id, TaskStatus.PENDING, submit_time=submitted)
-        times = {"submit_time": submitted, "scheduled_time": scheduled}
         if now < self.ends_at:
-            return TaskInfo(task_id, TaskStatus.RUNNING, **times)
+            return TaskInfo(
+                task_id, TaskStatus.RUNNING, submit_time=submitted, scheduled_time=scheduled
+            )
         end = service + timedelta(seconds=self.ends_at)
-        return TaskInfo(task_id, TaskStatus.SUCCEEDED, end_time=end, **times)
+        return TaskInfo(
+            task_id,
+            TaskStatus.SUCCEEDED,
+            submit_time=submitted,
+            scheduled_time=scheduled,
+            end_time=end,
+        )
 
 
 @pytest.mark.parametrize("queued_ahead", [False, True])
