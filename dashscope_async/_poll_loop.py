@@ -60,6 +60,8 @@ class TaskPoll:
         seen_running: a poll saw it RUNNING.
         queued_ahead: its model queues tasks ahead (``ModelLimits.queue_ahead``): polls only
             collect results (``PollPlanner.next_delay``).
+        runs_before_start: run times of the model's slots expected to pass before it starts
+            (queued ahead behind others); 0 when it went into a free slot.
     """
 
     task_id: str
@@ -72,6 +74,7 @@ class TaskPoll:
     seen_pending: bool = False
     seen_running: bool = False
     queued_ahead: bool = False
+    runs_before_start: int = 0
 
     def since_running(self, now: float) -> float | None:
         if self.running_since is not None:
@@ -128,6 +131,7 @@ async def poll_until_done(
                 status=poll.status,
                 polls_so_far=poll.polls,
                 queued_ahead=poll.queued_ahead,
+                runs_before_start=poll.runs_before_start,
             )
         remaining = None if deadline is None else deadline - now
         if remaining is not None and delay >= remaining:

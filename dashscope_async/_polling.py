@@ -364,6 +364,7 @@ class PollPlanner:
         status: TaskStatus,
         polls_so_far: int,
         queued_ahead: bool = False,
+        runs_before_start: int = 1,
     ) -> float:
         """Seconds to wait before the next poll of one task.
 
@@ -379,7 +380,10 @@ class PollPlanner:
                 service starts the next task the moment this one ends, so noticing the end
                 late costs the slot nothing, and polls only collect results. Such a task is
                 polled once at the late quantile ``high`` of its run (then by rule 3), and
-                while it waits PENDING, after about one run time of the task ahead of it.
+                while it waits PENDING, first after ``runs_before_start`` median run times
+                (the tasks ahead of it), then every quarter of one.
+            runs_before_start: with ``queued_ahead``, how many run times of the model's slots
+                pass before a PENDING task starts (1: it waits behind the running ones).
 
         Returns:
             The delay in seconds (0 for a terminal status, or once the deadline has passed).
@@ -395,10 +399,8 @@ class PollPlanner:
         elif since_running is None:
             if queued_ahead:
                 # Behind a running task: it starts when that one ends, about a run time away.
-                first = polls_so_far == 0
-                delay = max(
-                    estimate.median if first else 0.25 * estimate.median, policy.min_interval
-                )
+                runs = max(runs_before_start, 1) if polls_so_far == 0 else 0.25
+                delay = max(runs * estimate.median, policy.min_interval)
             else:
                 delay = self._clamp(0.1 * estimate.median)
         elif queued_ahead:

@@ -182,6 +182,32 @@ async def _refused_then_off(run_seconds: float) -> None:
 
 
 @virtual_time
+async def test_several_queued_ahead_on_several_slots() -> None:
+    config = EmulatorConfig(seed=5, render_results=False).with_model(REPAINT, max_in_progress=2)
+    emulator = Emulator(config)
+    limits = ds.Limits.default().with_model(REPAINT, max_in_progress=2, queue_ahead=3)
+    outcomes, _ = await run_all(emulator, 24, limits=limits)
+    stats = emulator.stats
+    assert all(o.ok for o in outcomes)
+    assert stats.peak_running[REPAINT] == 2
+    assert stats.peak_in_progress[REPAINT] == 5
+    assert stats.utilisation(REPAINT) >= 0.998
+    # Each waits about as many run times as there are tasks before it: few PENDING polls.
+    assert sum(stats.polls.values()) / 24 <= 3.5
+
+
+@virtual_time
+async def test_a_refusal_with_several_queued_ahead_costs_one_429() -> None:
+    emulator = emulator_for(when_busy="reject")
+    limits = ds.Limits.default().with_model(REPAINT, queue_ahead=3)
+    outcomes, events = await run_all(emulator, 10, limits=limits)
+    assert all(o.ok for o in outcomes)
+    assert emulator.stats.submissions[REPAINT] == 10
+    assert emulator.stats.throttled_submits[REPAINT] == 1
+    assert [e.kind for e in events].count(ds.EventKind.QUEUE_AHEAD_OFF) == 1
+
+
+@virtual_time
 async def test_after_a_refusal_the_model_is_polled_closely_again() -> None:
     emulator = emulator_for(when_busy="reject")
     await run_all(emulator, 8)
@@ -233,7 +259,9 @@ class KnownStats(RunTimeStats):
         return RunTimeEstimate(model, 10.0, 0.05, 5)
 
 
-def collecting_delay(since_running: float | None, polls: int = 1) -> float:
+def collecting_delay(
+    since_running: float | None, polls: int = 1, runs_before_start: int = 1
+) -> float:
     return PollPlanner(stats=KnownStats()).next_delay(
         REPAINT,
         since_submit=0.0 if since_running is None else since_running,
@@ -241,6 +269,7 @@ def collecting_delay(since_running: float | None, polls: int = 1) -> float:
         status=TaskStatus.PENDING if since_running is None else TaskStatus.RUNNING,
         polls_so_far=polls,
         queued_ahead=True,
+        runs_before_start=runs_before_start,
     )
 
 
@@ -249,6 +278,8 @@ def test_a_task_queued_ahead_is_polled_to_collect_its_result() -> None:
     # Waiting behind a running task: first after about one run time, then every quarter.
     assert collecting_delay(None, polls=0) == 10.0
     assert collecting_delay(None, polls=1) == 2.5
+    # Behind three run times of the slot: first after three.
+    assert collecting_delay(None, polls=0, runs_before_start=3) == 30.0
     # Running: one sleep to the late quantile, then 10 % of the time run so far.
     assert collecting_delay(2.0) == pytest.approx(high - 2.0)
     assert collecting_delay(high) == pytest.approx(0.1 * high)

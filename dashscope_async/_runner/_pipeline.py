@@ -224,6 +224,8 @@ class JobPipeline:
             await self.limiter.submit_turn(model)
             # A job cancelled while it waited (its batch was dropped) sends nothing.
             await anyio.lowlevel.checkpoint_if_cancelled()
+            if self.queue_ahead.blocked(model):
+                continue  # another job took the running slot that freed meanwhile
             state.status = JobStatus.SUBMITTING
             sent_at = self.service.clock.wall()
             await self.journal.intent(state, sent_at)
@@ -242,7 +244,7 @@ class JobPipeline:
                 if state.queued_ahead:
                     # Refused while the slots were full: a service that does not queue. No
                     # pause for everyone; this job waits for a running slot of its own.
-                    state.queued_ahead = False
+                    state.queued_ahead = 0
                     if self.queue_ahead.refused(model):
                         self._emit(EventKind.QUEUE_AHEAD_OFF, state, error=str(exc))
                     continue
@@ -322,8 +324,9 @@ class JobPipeline:
                     task.status,
                     submitted_at=state.submitted_at,
                     # A task queued ahead waits PENDING: it does not run from its submission.
-                    seen_pending=state.queued_ahead,
+                    seen_pending=state.queued_ahead > 0,
                     queued_ahead=self.queue_ahead.enabled(state.model),
+                    runs_before_start=state.queued_ahead,
                 ),
                 service=self.service,
                 planner=self.planner,

@@ -53,19 +53,25 @@ class QueueAhead:
         """Whether ``model``'s tasks may wait PENDING behind running ones now."""
         return self._model(model).on
 
-    async def wait_for_turn(self, model: str) -> None:
-        """With queue-ahead off after a refusal, wait until a running slot is free for us."""
+    def blocked(self, model: str) -> bool:
+        """With queue-ahead off after a refusal: no running slot is free for a submit now."""
         queue = self._model(model)
-        while queue.configured and not queue.on and queue.outstanding >= queue.max_in_progress:
+        return queue.configured and not queue.on and queue.outstanding >= queue.max_in_progress
+
+    async def wait_for_turn(self, model: str) -> None:
+        """Wait while ``blocked``: until a running slot is free for us."""
+        queue = self._model(model)
+        while self.blocked(model):
             await queue.changed.wait()
 
-    def sending(self, model: str) -> bool:
-        """A submit of ``model`` goes now: count its task; True if it will wait PENDING behind
-        running tasks of ours (queued ahead)."""
+    def sending(self, model: str) -> int:
+        """A submit of ``model`` goes now: count its task. Returns how many run times of the
+        model's slots pass before it starts: 0 when a slot is free, 1 when it waits PENDING
+        behind running tasks of ours (queued ahead), more when others wait before it."""
         queue = self._model(model)
-        ahead = queue.outstanding >= queue.max_in_progress
+        waiting_before = queue.outstanding - queue.max_in_progress
         queue.outstanding += 1
-        return ahead
+        return 0 if waiting_before < 0 else waiting_before // queue.max_in_progress + 1
 
     def gone(self, model: str) -> None:
         """A counted task does not exist (its submit was refused) or has ended."""
