@@ -378,8 +378,9 @@ class PollPlanner:
             polls_so_far: how many polls of this task were answered so far.
             queued_ahead: its model queues tasks ahead (``ModelLimits.queue_ahead``): the
                 service starts the next task the moment this one ends, so noticing the end
-                late costs the slot nothing, and polls only collect results. Such a task is
-                polled once at the late quantile ``high`` of its run (then by rule 3), and
+                late costs the slot nothing, and polls only collect results. Once the model's
+                run time is known, such a task is polled once at the late quantile ``high``
+                of its run (then by rule 3), and
                 while it waits PENDING, first after ``runs_before_start`` median run times
                 (the tasks ahead of it), then every quarter of one.
             runs_before_start: with ``queued_ahead``, how many run times of the model's slots
@@ -403,7 +404,9 @@ class PollPlanner:
                 delay = max(runs * estimate.median, policy.min_interval)
             else:
                 delay = self._clamp(0.1 * estimate.median)
-        elif queued_ahead:
+        elif queued_ahead and estimate.known:
+            # Only once the run time is known: noticing an end late is free only while the task
+            # queued behind is still running, and a guessed run time may be far off.
             delay = self._collecting_delay(estimate, max(since_running, 0.0))
         else:
             delay = self._running_delay(estimate, max(since_running, 0.0))
@@ -455,7 +458,7 @@ class PollPlanner:
         policy = self.policy
         high = estimate.high
         if elapsed < high - policy.min_interval:
-            return self._sleep_until(estimate, elapsed, high)
+            return high - elapsed
         return self._clamp(policy.overrun_growth * elapsed)
 
     def _sleep_until(self, estimate: RunTimeEstimate, elapsed: float, until: float) -> float:

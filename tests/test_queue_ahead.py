@@ -12,13 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import hypothesis.strategies as st
 import pytest
+from hypothesis import HealthCheck, given, settings
 
 import dashscope_async as ds
 from dashscope_async._journal import JobState, Journal
 from dashscope_async._models import TaskStatus
 from dashscope_async._polling import PollPlanner, RunTimeEstimate, RunTimeStats
-from dashscope_async.testing import Emulator, EmulatorConfig
+from dashscope_async.testing import Emulator, EmulatorConfig, Fault
 from tests.virtual_time import virtual_time
 
 REPAINT = ds.STYLE_REPAINT.name
@@ -283,3 +285,89 @@ def test_a_task_queued_ahead_is_polled_to_collect_its_result() -> None:
     # Running: one sleep to the late quantile, then 10 % of the time run so far.
     assert collecting_delay(2.0) == pytest.approx(high - 2.0)
     assert collecting_delay(high) == pytest.approx(0.1 * high)
+
+
+# --- under faults ---------------------------------------------------------------------------------
+
+FAULTS = st.sampled_from(
+    [
+        ("submit", Fault.throttle()),
+        ("submit", Fault.server_error()),
+        ("submit", Fault.drop_before()),
+        ("submit", Fault.drop_after()),
+        ("get_task", Fault.throttle()),
+        ("get_task", Fault.error(503)),
+        ("get_task", Fault.drop_before()),
+        ("get_task", Fault.malformed_json()),
+        ("list_tasks", Fault.error(503)),
+        ("cancel_task", Fault.error(503)),
+    ]
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    schedule=st.lists(st.tuples(FAULTS, st.integers(1, 3)), max_size=5),
+    when_busy=st.sampled_from(["queue", "reject"]),
+    leave_after=st.none() | st.floats(1.0, 20.0),
+    seed=st.integers(0, 2**16),
+    backend=st.sampled_from(["asyncio", "trio"]),
+)
+def test_under_faults_every_job_ends_once_and_no_input_makes_two_tasks(
+    schedule: list[tuple[tuple[str, Fault], int]],
+    when_busy: str,
+    leave_after: float | None,
+    seed: int,
+    backend: str,
+) -> None:
+    @virtual_time
+    async def scenario() -> None:
+        config = EmulatorConfig(time_scale=0.2, seed=seed, render_results=False).with_model(
+            REPAINT, when_busy=when_busy
+        )
+        emulator = Emulator(config)
+        for (route, fault), times in schedule:
+            emulator.faults.script(route, fault, times=times)  # type: ignore[arg-type]
+        requests = repaints(emulator, 6)
+        outcomes: list[ds.Outcome] = []
+        async with emulator.client(max_retries=1) as client:
+            async with ds.AsyncTaskRunner(
+                client, limits=QUEUE_AHEAD, reconcile_grace=0.5
+            ) as runner:
+                with anyio.move_on_after(math.inf if leave_after is None else leave_after):
+                    async with runner.map(requests) as batch:
+                        outcomes.extend([o async for o in batch])
+            await anyio.sleep(30)  # anything left running ends; nothing more may be sent
+        stats = emulator.stats
+        if leave_after is None:
+            assert sorted(o.index for o in outcomes) == list(range(len(requests)))
+        assert len({o.index for o in outcomes}) == len(outcomes)
+        for request in requests:
+            body = {"image_url": request.image, "style_index": request.style_index}
+            assert len(emulator.tasks_created_by(body)) <= 1
+        assert stats.peak_running[REPAINT] <= 1
+        assert stats.peak_in_progress[REPAINT] <= 2
+        assert stats.max_submits_in_any_window(REPAINT, 1.0) <= 2
+        for outcome in outcomes:
+            if outcome.ok:
+                assert outcome.task_id in emulator.tasks
+            else:
+                assert isinstance(outcome.error, ds.DashScopeError)
+        # Nothing is left waiting on the service once the runner is gone.
+        assert all(emulator.status(task_id) is not TaskStatus.PENDING for task_id in emulator.tasks)
+
+    scenario(backend)
+
+
+def test_a_first_task_is_watched_closely_even_when_queueing_ahead() -> None:
+    """A guessed run time may be far off: only a known one lets the polls relax."""
+    planner = PollPlanner()
+    options: dict[str, Any] = {
+        "since_submit": 13.0,
+        "since_running": 13.0,
+        "status": TaskStatus.RUNNING,
+        "polls_so_far": 2,
+    }
+    closely = planner.next_delay(REPAINT, **options)
+    assert planner.next_delay(REPAINT, queued_ahead=True, **options) == closely
+    assert closely < 1.0
