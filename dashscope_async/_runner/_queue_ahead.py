@@ -29,6 +29,7 @@ class _ModelQueue:
     max_in_progress: int
     on: bool
     outstanding: int = 0
+    waiters: int = 0
     changed: anyio.Event = attrs.field(factory=anyio.Event)
 
 
@@ -62,13 +63,20 @@ class QueueAhead:
         """Wait while ``blocked``: until a running slot is free for us."""
         queue = self._model(model)
         while self.blocked(model):
-            await queue.changed.wait()
+            queue.waiters += 1
+            try:
+                await queue.changed.wait()
+            finally:
+                queue.waiters -= 1
 
     def sending(self, model: str) -> int:
         """A submit of ``model`` goes now: count its task. Returns how many run times of the
         model's slots pass before it starts: 0 when a slot is free, 1 when it waits PENDING
-        behind running tasks of ours (queued ahead), more when others wait before it."""
+        behind running tasks of ours (queued ahead), more when others wait before it. Models
+        without queue-ahead are not counted (their slots alone keep them in order)."""
         queue = self._model(model)
+        if not queue.configured:
+            return 0
         waiting_before = queue.outstanding - queue.max_in_progress
         queue.outstanding += 1
         return 0 if waiting_before < 0 else waiting_before // queue.max_in_progress + 1
@@ -76,9 +84,12 @@ class QueueAhead:
     def gone(self, model: str) -> None:
         """A counted task does not exist (its submit was refused) or has ended."""
         queue = self._model(model)
+        if not queue.configured:
+            return
         queue.outstanding -= 1
-        queue.changed.set()
-        queue.changed = anyio.Event()
+        if queue.waiters:
+            queue.changed.set()
+            queue.changed = anyio.Event()
 
     def refused(self, model: str) -> bool:
         """The service refused a submit queued ahead (429): turn queue-ahead off for ``model``
