@@ -132,8 +132,8 @@ class Limits:
     Attributes:
         models: each model's limits, by model name; the registry's defaults unless replaced. A
             model missing here gets its registry default, or ``ModelLimits()`` if it is unknown.
-        poll_rate: get, list and cancel calls per second for the whole account (the service
-            allows 20; the default leaves half for other programs on the same account).
+        poll_rate: get, list and cancel calls in any one second for the whole account (the
+            service allows 20; the default leaves half for other programs on the same account).
         safety_margin: seconds added to every gap between two submissions of one model, so that
             network jitter cannot bring ``submit_rate + 1`` of them into one second at the
             server. At rate ``r`` the margin tolerates ``r * safety_margin`` seconds of jitter
@@ -150,6 +150,8 @@ class Limits:
         limits = ds.Limits.default().with_model("wanx-style-repaint-v1", max_in_progress=3)
         async with ds.AsyncTaskRunner(client, limits=limits) as runner:
             ...
+        # Keep one task waiting on the service behind the running one (opt-in):
+        limits = ds.Limits.default().with_model("wanx-style-repaint-v1", queue_ahead=1)
         ```
     """
 
