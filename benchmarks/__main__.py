@@ -218,15 +218,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\nClient overhead: CPU per job, ours against the bare httpx requests it makes\n")
         print(
             table(
-                ["backend", "jobs", "requests", "ours ms/job", "bare ms/job", "ratio"],
+                ["backend", "jobs", "requests", "bare ms/job", "ours", "ratio", "client", "ratio"],
                 [
                     [
                         f.backend,
                         f"{f.jobs:,}",
                         f"{f.ours_requests:,} / {f.bare_requests:,}",
-                        f"{f.ours_per_job_ms:.3f}",
                         f"{f.bare_per_job_ms:.3f}",
+                        f"{f.ours_per_job_ms:.3f}",
                         f"{f.ratio:.2f}x",
+                        f"{f.client_per_job_ms:.3f}",
+                        f"{f.client_ratio:.2f}x",
                     ]
                     for f in runs
                 ],

@@ -35,6 +35,7 @@ class OverheadFigures:
     ours_requests: int
     bare_seconds: float
     bare_requests: int
+    client_seconds: float
 
     @property
     def ours_per_job_ms(self) -> float:
@@ -45,9 +46,18 @@ class OverheadFigures:
         return 1000 * self.bare_seconds / self.jobs
 
     @property
+    def client_per_job_ms(self) -> float:
+        return 1000 * self.client_seconds / self.jobs
+
+    @property
     def ratio(self) -> float:
         """Our CPU per job over the bare requests' CPU per job (target: at most 1.5)."""
         return self.ours_seconds / self.bare_seconds
+
+    @property
+    def client_ratio(self) -> float:
+        """``AsyncDashScope`` alone (submit, then get_task), without the runner, over bare."""
+        return self.client_seconds / self.bare_seconds
 
 
 async def _ours(jobs: int) -> tuple[float, int]:
@@ -66,6 +76,17 @@ async def _ours(jobs: int) -> tuple[float, int]:
     if done != jobs:
         raise RuntimeError(f"{done} outcomes for {jobs} jobs")
     return seconds, sum(emulator.stats.requests.values())
+
+
+async def _client_only(jobs: int) -> float:
+    emulator = lifted_emulator()
+    async with emulator.client(max_retries=0) as client:
+        started = time.process_time()
+        for request in requests(emulator, jobs):
+            task = await client.submit(request)
+            while not (await client.get_task(task.task_id, retry=False)).status.is_terminal:
+                pass
+        return time.process_time() - started
 
 
 async def _bare(jobs: int) -> tuple[float, int]:
@@ -96,10 +117,12 @@ def overhead(jobs: int = 5000, backend: str = "asyncio") -> OverheadFigures:
     """Measure both sides, bare first, then ours, then bare again (the better bare counts)."""
 
     async def main() -> OverheadFigures:
-        await _bare(200)  # warm both paths: imports, caches
+        await _bare(200)  # warm every path: imports, caches
         await _ours(200)
+        await _client_only(200)
         bare_seconds, bare_requests = await _bare(jobs)
         ours_seconds, ours_requests = await _ours(jobs)
+        client_seconds = await _client_only(jobs)
         again, _ = await _bare(jobs)
         return OverheadFigures(
             backend=backend,
@@ -108,6 +131,7 @@ def overhead(jobs: int = 5000, backend: str = "asyncio") -> OverheadFigures:
             ours_requests=ours_requests,
             bare_seconds=min(bare_seconds, again),
             bare_requests=bare_requests,
+            client_seconds=client_seconds,
         )
 
     return anyio.run(main, backend=backend)
