@@ -25,7 +25,7 @@ import stat
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -620,10 +620,16 @@ async def _stream_to(http: httpx.AsyncClient, url: str, part: Path, *, wall: dat
             raise error
         received = 0
         try:
-            async with await anyio.open_file(part, "wb") as file:
-                async for chunk in response.aiter_bytes(DOWNLOAD_CHUNK_BYTES):
-                    await file.write(chunk)
-                    received += len(chunk)
+            chunks = response.aiter_bytes(DOWNLOAD_CHUNK_BYTES)
+            try:
+                async with await anyio.open_file(part, "wb") as file:
+                    async for chunk in chunks:
+                        await file.write(chunk)
+                        received += len(chunk)
+            finally:
+                # A download cancelled mid-body closes its stream now, not at collection.
+                if isinstance(chunks, AsyncGenerator):
+                    await chunks.aclose()
         except httpx.TransportError as exc:
             raise _RetryableDownloadError(_connection_error(exc, host="result host")) from None
         # A body cut short without an error from the connection: compare with what was promised

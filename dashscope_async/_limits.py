@@ -36,6 +36,7 @@ from ._config import MODELS
 from ._errors import ValidationError
 from ._retry import backoff_delay
 from ._submits import LocalSubmitRecord, SubmitRecord
+from ._validators import at_least_one, non_negative, positive, whole_number
 
 __all__ = [
     "Limiter",
@@ -45,37 +46,6 @@ __all__ = [
     "ModelMeterState",
     "SlotLease",
 ]
-
-
-def _positive(field: str) -> Any:
-    def check(_instance: object, _attribute: attrs.Attribute[Any], value: float) -> None:
-        if not (isinstance(value, int | float) and value > 0 and not math.isnan(value)):
-            raise ValidationError(field, f"must be a number greater than 0, not {value!r}")
-
-    return check
-
-
-def _non_negative(field: str) -> Any:
-    def check(_instance: object, _attribute: attrs.Attribute[Any], value: float) -> None:
-        if not (isinstance(value, int | float) and value >= 0 and not math.isnan(value)):
-            raise ValidationError(field, f"must be a number of at least 0, not {value!r}")
-
-    return check
-
-
-def _whole_number(field: str) -> Any:
-    def check(_instance: object, _attribute: attrs.Attribute[Any], value: int) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValidationError(field, f"must be a whole number of at least 0, not {value!r}")
-
-    return check
-
-
-def _at_least_one(_instance: object, _attribute: attrs.Attribute[Any], value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValidationError(
-            "max_in_progress", f"must be a whole number of at least 1, not {value!r}"
-        )
 
 
 @attrs.frozen
@@ -101,9 +71,9 @@ class ModelLimits:
         ```
     """
 
-    submit_rate: float = attrs.field(default=2.0, validator=_positive("submit_rate"))
-    max_in_progress: int = attrs.field(default=1, validator=_at_least_one)
-    queue_ahead: int = attrs.field(default=0, validator=_whole_number("queue_ahead"))
+    submit_rate: float = attrs.field(default=2.0, validator=positive("submit_rate"))
+    max_in_progress: int = attrs.field(default=1, validator=at_least_one("max_in_progress"))
+    queue_ahead: int = attrs.field(default=0, validator=whole_number("queue_ahead"))
 
     @property
     def slots(self) -> int:
@@ -161,13 +131,13 @@ class Limits:
         hash=False,
         repr=lambda models: repr(dict(models)),
     )
-    poll_rate: float = attrs.field(default=10.0, validator=_positive("poll_rate"))
-    safety_margin: float = attrs.field(default=0.05, validator=_non_negative("safety_margin"))
-    throttle_backoff: float = attrs.field(default=1.0, validator=_positive("throttle_backoff"))
+    poll_rate: float = attrs.field(default=10.0, validator=positive("poll_rate"))
+    safety_margin: float = attrs.field(default=0.05, validator=non_negative("safety_margin"))
+    throttle_backoff: float = attrs.field(default=1.0, validator=positive("throttle_backoff"))
     throttle_backoff_max: float = attrs.field(
-        default=30.0, validator=_positive("throttle_backoff_max")
+        default=30.0, validator=positive("throttle_backoff_max")
     )
-    throttle_jitter: float = attrs.field(default=0.25, validator=_non_negative("throttle_jitter"))
+    throttle_jitter: float = attrs.field(default=0.25, validator=non_negative("throttle_jitter"))
 
     @classmethod
     def default(cls) -> Limits:

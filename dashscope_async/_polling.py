@@ -19,7 +19,7 @@ import math
 from collections import deque
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Final
 
 import attrs
 
@@ -27,6 +27,7 @@ from ._config import MODELS
 from ._errors import ValidationError
 from ._models import TaskStatus
 from ._retry import backoff_delay
+from ._validators import non_negative, positive
 
 __all__ = ["PollPlanner", "PollPolicy", "RunTimeEstimate", "RunTimeStats"]
 
@@ -39,24 +40,6 @@ REFERENCE_LOG_SIGMA: Final = 0.05
 UNKNOWN_MODEL_RUN_SECONDS: Final = 15.0
 #: The spread assumed for a model the registry does not know (a log standard deviation).
 UNKNOWN_MODEL_RUN_SPREAD: Final = 0.15
-
-
-def _non_negative(field: str) -> Any:
-    def check(_instance: object, _attribute: attrs.Attribute[Any], value: float | None) -> None:
-        if value is None and field in {"first_poll", "deadline"}:
-            return
-        if not (isinstance(value, int | float) and value >= 0 and not math.isnan(value)):
-            raise ValidationError(field, f"must be a number of at least 0, not {value!r}")
-
-    return check
-
-
-def _positive(field: str) -> Any:
-    def check(_instance: object, _attribute: attrs.Attribute[Any], value: float) -> None:
-        if not (isinstance(value, int | float) and value > 0 and not math.isnan(value)):
-            raise ValidationError(field, f"must be a number greater than 0, not {value!r}")
-
-    return check
 
 
 def _checked_priors(value: Mapping[str, float]) -> dict[str, float]:
@@ -122,16 +105,20 @@ class PollPolicy:
         ```
     """
 
-    first_poll: float | None = attrs.field(default=None, validator=_non_negative("first_poll"))
-    min_interval: float = attrs.field(default=0.04, validator=_positive("min_interval"))
-    max_interval: float = attrs.field(default=5.0, validator=_positive("max_interval"))
-    deadline: float | None = attrs.field(default=None, validator=_non_negative("deadline"))
-    end_spacing: float = attrs.field(default=0.013, validator=_positive("end_spacing"))
-    cold_end_spacing: float = attrs.field(default=0.02, validator=_positive("cold_end_spacing"))
+    first_poll: float | None = attrs.field(
+        default=None, validator=non_negative("first_poll", optional=True)
+    )
+    min_interval: float = attrs.field(default=0.04, validator=positive("min_interval"))
+    max_interval: float = attrs.field(default=5.0, validator=positive("max_interval"))
+    deadline: float | None = attrs.field(
+        default=None, validator=non_negative("deadline", optional=True)
+    )
+    end_spacing: float = attrs.field(default=0.013, validator=positive("end_spacing"))
+    cold_end_spacing: float = attrs.field(default=0.02, validator=positive("cold_end_spacing"))
     cold_probes: tuple[float, ...] = attrs.field(default=(0.1,), converter=_checked_probes)
-    overrun_growth: float = attrs.field(default=0.1, validator=_positive("overrun_growth"))
-    error_backoff: float = attrs.field(default=0.5, validator=_positive("error_backoff"))
-    error_backoff_max: float = attrs.field(default=8.0, validator=_positive("error_backoff_max"))
+    overrun_growth: float = attrs.field(default=0.1, validator=positive("overrun_growth"))
+    error_backoff: float = attrs.field(default=0.5, validator=positive("error_backoff"))
+    error_backoff_max: float = attrs.field(default=8.0, validator=positive("error_backoff_max"))
     run_time_priors: Mapping[str, float] = attrs.field(
         factory=dict,
         converter=_frozen_priors,

@@ -6,6 +6,12 @@ cool-down after a 429, and the account-wide poll budget. Every decision is one L
 reads Redis's own clock (``TIME``), so workers on hosts with skewed clocks still agree. It decides
 when a submission may go; it never sends one, and it never talks to DashScope.
 
+A Redis blip is ridden out: every Redis call goes through one retry wrapper (``_with_retries``)
+that backs off (the retry policy's formula) for up to ``outage_grace`` seconds of an outage
+before it raises ``LimiterUnavailableError``. Meanwhile no submit turn or slot is granted (the
+shared limits cannot be checked), while poll turns go on under a conservative local budget, so
+tasks already running are still collected.
+
 Asyncio only: redis-py's client is built on asyncio, so this module cannot run under trio (it
 says so with a clear error). The in-process limiter works on both.
 
@@ -27,18 +33,19 @@ from __future__ import annotations
 import math
 import random
 import secrets
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
 import anyio
 import attrs
 
 from ._errors import LimiterUnavailableError
-from ._limits import CoolDown, Limits
+from ._limits import CoolDown, GcraPacer, Limits
 from ._logging import get_logger
+from ._retry import backoff_delay
 from ._submits import RECORD_MEMORY, Screening, SubmitTicket
 
 try:
@@ -54,6 +61,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 __all__ = ["LimiterUnavailableError", "RedisLimiter", "RedisSlotLease", "RedisSubmitRecord"]
 
 logger = get_logger("redis")
+
+T = TypeVar("T")
 
 #: GCRA with no burst: go only when the theoretical arrival time (TAT) has come, then push it
 #: one interval past now. Answers 0 (go: the turn is taken) or how many ms to wait.
@@ -92,6 +101,8 @@ ACQUIRE_SCRIPT: Final = """
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+-- Already ours: a retried acquire whose first answer was lost must not wait for itself.
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
 if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
   local expiry = now + tonumber(ARGV[3])
   redis.call('ZADD', KEYS[1], string.format('%.0f', expiry), ARGV[1])
@@ -166,6 +177,15 @@ return answer
 
 #: How long a release may take when the slot's owner is being cancelled.
 _RELEASE_TIMEOUT: Final = 5.0
+#: Backoff between Redis attempts during an outage: 0.1 s doubling up to 2 s.
+_OUTAGE_BACKOFF: Final = 0.1
+_OUTAGE_BACKOFF_MAX: Final = 2.0
+#: While Redis is down, a poll turn asks it again at most this often (else it goes locally).
+_OUTAGE_PROBE_INTERVAL: Final = 1.0
+#: A poll turn waits this long at most for one answer from Redis (less while it is known to be
+#: down): a hung Redis must not stall the polls of running tasks, which go on locally instead.
+_POLL_ATTEMPT_TIMEOUT: Final = 1.0
+_OUTAGE_PROBE_TIMEOUT: Final = 0.25
 
 
 @attrs.define(eq=False)
@@ -226,8 +246,11 @@ class RedisLimiter:
     back off together after a 429. Pacing reads Redis's clock, so hosts need not agree on time.
     A worker that dies frees its task slot when the lease expires (``lease_ttl``).
 
-    Asyncio only (redis-py is built on asyncio). If Redis cannot be reached, waiting for a slot
-    or a submit turn raises ``LimiterUnavailableError``, before anything is submitted.
+    Asyncio only (redis-py is built on asyncio). A Redis that cannot be reached is retried with
+    backoff for up to ``outage_grace`` seconds: meanwhile no slot or submit turn is granted,
+    and poll turns go on under a local budget of ``outage_poll_rate`` per second, so running
+    tasks are still collected. After that, waiting for a slot or a submit turn raises
+    ``LimiterUnavailableError`` (before anything is submitted), until Redis answers again.
 
     Args:
         url_or_client: a Redis URL (``redis://host:6379/0``, ``rediss://...``), or a
@@ -240,6 +263,11 @@ class RedisLimiter:
         heartbeat: seconds between lease renewals; by default a third of ``lease_ttl``.
         slot_poll_interval: the longest a worker waits before asking again for a busy slot
             (a slot freed in the same process is handed over at once).
+        outage_grace: seconds of a Redis outage every call rides out (retrying with backoff)
+            before it raises ``LimiterUnavailableError``.
+        outage_poll_rate: poll turns per second this process grants itself while Redis is
+            down; by default 1 (or the poll budget, if lower), so a fleet of workers stays far
+            below the account's 20 task queries per second.
 
     Example:
         ```python
@@ -265,6 +293,8 @@ class RedisLimiter:
         lease_ttl: float = 30.0,
         heartbeat: float | None = None,
         slot_poll_interval: float = 0.25,
+        outage_grace: float = 30.0,
+        outage_poll_rate: float | None = None,
     ) -> None:
         if not namespace or any(c in namespace for c in "{}"):
             raise ValueError(f"namespace must be non-empty and free of braces: {namespace!r}")
@@ -275,6 +305,8 @@ class RedisLimiter:
             raise ValueError(f"heartbeat must be between 0 and lease_ttl: {heartbeat!r}")
         if slot_poll_interval <= 0:
             raise ValueError(f"slot_poll_interval must be positive: {slot_poll_interval!r}")
+        if not outage_grace >= 0:
+            raise ValueError(f"outage_grace must be at least 0: {outage_grace!r}")
         if isinstance(url_or_client, str):
             self._address = _redacted_address(url_or_client)
             self._redis: aioredis.Redis[Any] = aioredis.Redis.from_url(
@@ -298,6 +330,16 @@ class RedisLimiter:
         self.lease_ttl = lease_ttl
         self.heartbeat = heartbeat
         self.slot_poll_interval = slot_poll_interval
+        self.outage_grace = outage_grace
+        if outage_poll_rate is None:
+            outage_poll_rate = min(1.0, self.limits.poll_rate)
+        if not outage_poll_rate > 0:
+            raise ValueError(f"outage_poll_rate must be positive: {outage_poll_rate!r}")
+        self.outage_poll_rate = outage_poll_rate
+        #: Loop time Redis first failed in the current outage; None while it answers.
+        self._outage_since: float | None = None
+        self._last_probe = -math.inf
+        self._outage_polls = GcraPacer(1.0 / outage_poll_rate)
         self._pace = self._redis.register_script(PACE_SCRIPT)
         self._cooldown = self._redis.register_script(COOLDOWN_SCRIPT)
         self._acquire = self._redis.register_script(ACQUIRE_SCRIPT)
@@ -340,15 +382,22 @@ class RedisLimiter:
         _require_asyncio("slot")
         lease = RedisSlotLease(model=model, token=secrets.token_hex(16))
         await self._take_slot(lease)
+        error: Exception | None = None
         try:
             async with anyio.create_task_group() as heartbeat_group:
                 heartbeat_group.start_soon(self._keep_alive, lease)
                 try:
                     yield lease
+                except Exception as exc:
+                    # Raised below, outside the task group: the holder's own error (a failed
+                    # task, a lost submit) must reach it as itself, not as an ExceptionGroup.
+                    error = exc
                 finally:
                     heartbeat_group.cancel_scope.cancel()
         finally:
             await self._give_back(lease)
+        if error is not None:
+            raise error
 
     async def submit_turn(self, model: str) -> None:
         """Wait until a submission for ``model`` may go now (cool-down, then GCRA spacing).
@@ -401,15 +450,31 @@ class RedisLimiter:
     async def poll_turn(self) -> None:
         """Wait for a turn in the account-wide poll budget (GCRA, shared by every worker).
 
-        Raises:
-            LimiterUnavailableError: Redis could not be reached.
+        While Redis cannot be reached the turn is granted by a local budget of
+        ``outage_poll_rate`` per second instead (asking Redis again about once a second), so
+        polls of running tasks go on through an outage; it never raises for Redis's sake.
         """
         _require_asyncio("poll_turn")
         interval_us = round(1e6 / self.limits.poll_rate)
         if self._poll_queue is None:
             self._poll_queue = anyio.Lock()
         async with self._poll_queue:
-            await self._paced([self._poll_key], interval_us)
+            in_outage = self._outage_since is not None
+            if not in_outage or anyio.current_time() - self._last_probe >= _OUTAGE_PROBE_INTERVAL:
+                try:
+                    await self._paced(
+                        [self._poll_key],
+                        interval_us,
+                        patient=False,
+                        attempt_timeout=_OUTAGE_PROBE_TIMEOUT
+                        if in_outage
+                        else _POLL_ATTEMPT_TIMEOUT,
+                    )
+                except LimiterUnavailableError:
+                    self._last_probe = anyio.current_time()
+                else:
+                    return
+            await self._local_poll_turn()
 
     async def aclose(self) -> None:
         """Close the Redis connections, if this limiter opened them (it was given a URL)."""
@@ -425,11 +490,77 @@ class RedisLimiter:
 
     # -- internals ----------------------------------------------------------------------------
 
-    async def _call(self, script: Any, keys: list[str], args: list[Any]) -> int:
-        try:
-            return int(await script(keys=keys, args=args))
-        except (RedisError, OSError) as exc:
-            raise self._unavailable(exc) from exc
+    async def _call(
+        self,
+        script: Any,
+        keys: list[str],
+        args: list[Any],
+        *,
+        patient: bool = True,
+        attempt_timeout: float | None = None,
+    ) -> int:
+        return int(
+            await self._with_retries(
+                lambda: script(keys=keys, args=args),
+                patient=patient,
+                attempt_timeout=attempt_timeout,
+            )
+        )
+
+    async def _with_retries(
+        self,
+        operation: Callable[[], Awaitable[T]],
+        *,
+        patient: bool = True,
+        attempt_timeout: float | None = None,
+    ) -> T:
+        """Run one Redis call, retrying it through an outage of up to ``outage_grace`` seconds.
+
+        The grace is counted from the first failure of the outage, not of this call, so once
+        Redis has been gone that long every call fails at its first attempt (callers queued
+        behind each other do not wait a grace each), and succeeds again as soon as Redis is
+        back. ``patient=False`` makes one attempt (the heartbeat and poll turns have their own
+        fallbacks); ``attempt_timeout`` counts an attempt unanswered that long as failed. Every
+        failure is raised as ``LimiterUnavailableError``.
+        """
+        retries_taken = 0
+        while True:
+            try:
+                with anyio.fail_after(math.inf if attempt_timeout is None else attempt_timeout):
+                    result = await operation()
+            except (RedisError, OSError) as exc:  # TimeoutError is an OSError
+                now = anyio.current_time()
+                if self._outage_since is None:
+                    self._outage_since = now
+                    logger.warning("the shared limiter's Redis is unreachable (%s); retrying", exc)
+                left = self._outage_since + self.outage_grace - now
+                if not patient or left <= 0:
+                    raise self._unavailable(exc) from exc
+                pause = backoff_delay(
+                    retries_taken,
+                    jitter=self._random.random(),
+                    base=_OUTAGE_BACKOFF,
+                    cap=_OUTAGE_BACKOFF_MAX,
+                )
+                await anyio.sleep(min(pause, left))
+                retries_taken += 1
+                continue
+            if self._outage_since is not None:
+                logger.warning(
+                    "the shared limiter's Redis answers again after %.1f s",
+                    anyio.current_time() - self._outage_since,
+                )
+                self._outage_since = None
+            return result
+
+    async def _local_poll_turn(self) -> None:
+        """A poll turn while Redis is down: this process's own conservative budget."""
+        pacer = self._outage_polls
+        # One sleep is enough: the poll queue lets one caller at a time through.
+        wait = pacer.ready_at() - anyio.current_time()
+        if wait > 0:
+            await anyio.sleep(wait)
+        pacer.started(anyio.current_time())
 
     def _unavailable(self, exc: BaseException) -> LimiterUnavailableError:
         return LimiterUnavailableError(
@@ -437,10 +568,19 @@ class RedisLimiter:
             "nothing was submitted"
         )
 
-    async def _paced(self, keys: list[str], interval_us: int) -> None:
+    async def _paced(
+        self,
+        keys: list[str],
+        interval_us: int,
+        *,
+        patient: bool = True,
+        attempt_timeout: float | None = None,
+    ) -> None:
         # Sleep exactly as long as Redis says, then ask again: another worker may win the turn.
         while True:
-            wait_ms = await self._call(self._pace, keys, [interval_us])
+            wait_ms = await self._call(
+                self._pace, keys, [interval_us], patient=patient, attempt_timeout=attempt_timeout
+            )
             if not wait_ms:
                 return
             await anyio.sleep(wait_ms / 1000)
@@ -467,7 +607,8 @@ class RedisLimiter:
         while True:
             await anyio.sleep(self.heartbeat)
             try:
-                renewed = await self._call(self._renew, [key], args)
+                # One attempt: the heartbeat's own deadline (the lease's life) decides.
+                renewed = await self._call(self._renew, [key], args, patient=False)
             except LimiterUnavailableError as exc:
                 if anyio.current_time() >= deadline:
                     lease.mark_lost(f"Redis unreachable for longer than the lease ({exc})")
@@ -521,19 +662,35 @@ class RedisSubmitRecord:
     async def sent(self, model: str, sent_at: datetime) -> SubmitTicket:
         ticket = SubmitTicket(model, sent_at)
         key = self._keys(model)[1]
-        try:
-            await self._limiter._redis.zadd(key, {ticket.token: _ms(sent_at)})
-            await self._limiter._redis.pexpire(key, _MEMORY_MS)
-        except (RedisError, OSError) as exc:
-            raise self._limiter._unavailable(exc) from exc
+        redis = self._limiter._redis
+
+        async def write() -> None:
+            # One round trip: this stands between the submit turn and the send.
+            async with redis.pipeline(transaction=True) as pipe:
+                pipe.zadd(key, {ticket.token: _ms(sent_at)})
+                pipe.pexpire(key, _MEMORY_MS)
+                await pipe.execute()
+
+        # Raised (after the outage grace) before the submit is sent: nothing goes unrecorded.
+        await self._limiter._with_retries(write)
         return ticket
 
     async def answered(self, ticket: SubmitTicket, task_id: str | None) -> None:
-        await self._limiter._call(
-            self._answer,
-            self._keys(ticket.model),
-            [ticket.token, task_id or "", _ms(datetime.now(UTC)), _MEMORY_MS],
-        )
+        try:
+            await self._limiter._call(
+                self._answer,
+                self._keys(ticket.model),
+                [ticket.token, task_id or "", _ms(datetime.now(UTC)), _MEMORY_MS],
+            )
+        except LimiterUnavailableError as exc:
+            # The ticket stays unanswered, which only ever blocks adoption of tasks around it
+            # (the safe side): the job goes on with its task, which is still collected.
+            logger.warning(
+                "could not record the answer to a %s submit (task %s): %s",
+                ticket.model,
+                task_id,
+                exc,
+            )
 
     async def remember(self, model: str, task_ids: Iterable[str]) -> None:
         ids = list(task_ids)
@@ -541,11 +698,13 @@ class RedisSubmitRecord:
             return
         key = self._keys(model)[0]
         now = _ms(datetime.now(UTC))
-        try:
-            await self._limiter._redis.zadd(key, dict.fromkeys(ids, now))
-            await self._limiter._redis.pexpire(key, _MEMORY_MS)
-        except (RedisError, OSError) as exc:
-            raise self._limiter._unavailable(exc) from exc
+        redis = self._limiter._redis
+
+        async def write() -> None:
+            await redis.zadd(key, dict.fromkeys(ids, now))
+            await redis.pexpire(key, _MEMORY_MS)
+
+        await self._limiter._with_retries(write)
 
     async def screen(
         self,
@@ -556,19 +715,25 @@ class RedisSubmitRecord:
         others_until: datetime,
     ) -> Screening:
         try:
-            answer = await self._screen(
-                keys=self._keys(ticket.model),
-                args=[
-                    ticket.token,
-                    _ms(others_from),
-                    _ms(others_until),
-                    _ms(datetime.now(UTC)),
-                    _MEMORY_MS,
-                    *candidates,
-                ],
+            answer = await self._limiter._with_retries(
+                lambda: self._screen(
+                    keys=self._keys(ticket.model),
+                    args=[
+                        ticket.token,
+                        _ms(others_from),
+                        _ms(others_until),
+                        _ms(datetime.now(UTC)),
+                        _MEMORY_MS,
+                        *candidates,
+                    ],
+                )
             )
-        except (RedisError, OSError) as exc:
-            raise self._limiter._unavailable(exc) from exc
+        except LimiterUnavailableError as exc:
+            # Without the record nothing can be proven ours: every candidate stays a candidate
+            # and another unanswered submit cannot be ruled out, so none is adopted (a lost
+            # submit ends ambiguous, unless the list itself shows no task at all).
+            logger.warning("could not screen a lost %s submit's candidates: %s", ticket.model, exc)
+            return Screening(unknown=tuple(candidates), others_unanswered=1)
         others, *unknown = answer
         return Screening(
             unknown=tuple(

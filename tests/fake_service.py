@@ -80,6 +80,8 @@ class FakeClient:
         self.pending_seconds = pending_seconds
         self.tasks: dict[str, FakeTask] = {}
         self.submit_times: list[float] = []
+        #: Every request whose inputs were prepared (uploaded), in order.
+        self.prepared: list[Request] = []
         self.submit_faults: deque[SubmitFault] = deque()
         self.poll_faults: deque[Exception] = deque()
         self.failing_prompts: set[str] = set()
@@ -136,6 +138,7 @@ class FakeClient:
         )
 
     async def prepare(self, request: Request) -> PreparedInputs:
+        self.prepared.append(request)
         return PreparedInputs(urls={}, oss_resolve=False)
 
     async def submit(

@@ -1,7 +1,8 @@
 """A throwaway ``redis-server`` on a free loopback port, for the tests that need a real Redis.
 
-``RedisServer.start()`` runs Debian's ``redis-server`` in a temporary directory (no persistence,
-bound to 127.0.0.1 only) and waits until it answers; ``stop()`` ends it. When the binary is
+``RedisServer.start()`` runs Debian's ``redis-server`` in a temporary directory (no persistence
+unless ``appendonly=True``, bound to 127.0.0.1 only) and waits until it answers; ``stop()`` ends
+it, and ``start()`` again restarts it on the same port (with its data, when append-only). When the binary is
 missing the test is skipped with the reason shown, or failed under ``CI=true``, where CI's
 script installs it and a silent skip would hide the scale-out tests.
 """
@@ -63,9 +64,10 @@ class RedisServer:
         url: its ``redis://`` URL (database 0).
     """
 
-    def __init__(self, binary: str, directory: Path) -> None:
+    def __init__(self, binary: str, directory: Path, *, appendonly: bool = False) -> None:
         self._binary = binary
         self._directory = directory
+        self._appendonly = appendonly
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._process: subprocess.Popen[bytes] | None = None
@@ -82,7 +84,9 @@ class RedisServer:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if self._appendonly else "no",
+                "--appendfsync",
+                "always",
                 "--dir",
                 str(self._directory),
                 "--logfile",
@@ -101,16 +105,28 @@ class RedisServer:
             time.sleep(0.02)
 
     def stop(self) -> None:
-        """Stop the server (it keeps nothing: persistence is off)."""
+        """Stop the server (it keeps its data only when append-only)."""
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return
+        process.send_signal(signal.SIGCONT)  # a frozen server must be able to hear the TERM
         process.send_signal(signal.SIGTERM)
         try:
             process.wait(timeout=5)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+    def freeze(self) -> None:
+        """Stop the process (SIGSTOP): connections stay open and nothing answers, as a hung
+        server or a partitioned network behaves."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """Let a frozen server go on (SIGCONT)."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGCONT)
 
     @property
     def running(self) -> bool:
@@ -119,11 +135,11 @@ class RedisServer:
 
 
 @contextmanager
-def redis_server() -> Iterator[RedisServer]:
+def redis_server(*, appendonly: bool = False) -> Iterator[RedisServer]:
     """A running server for the ``with`` block; skipped (or failed on CI) without the binary."""
     binary = require_redis_server()
     with tempfile.TemporaryDirectory(prefix="dashscope-redis-") as directory:
-        server = RedisServer(binary, Path(directory))
+        server = RedisServer(binary, Path(directory), appendonly=appendonly)
         server.start()
         try:
             yield server

@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
@@ -23,6 +24,7 @@ import redis.asyncio as aioredis
 import dashscope_async as ds
 from dashscope_async._limits import Limiter, Limits, ModelLimits
 from dashscope_async.redis import LimiterUnavailableError, RedisLimiter
+from dashscope_async.testing import Emulator, EmulatorConfig, Fault
 from tests.redis_server import RedisServer, free_port, redis_server
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
@@ -93,7 +95,15 @@ def test_repr_hides_the_password() -> None:
 
 @pytest.mark.parametrize(
     ("option", "value"),
-    [("namespace", ""), ("namespace", "a{b}"), ("lease_ttl", 0), ("heartbeat", 5.0)],
+    [
+        ("namespace", ""),
+        ("namespace", "a{b}"),
+        ("lease_ttl", 0),
+        ("heartbeat", 5.0),
+        ("outage_grace", -1.0),
+        ("outage_grace", float("nan")),
+        ("outage_poll_rate", 0.0),
+    ],
 )
 def test_rejects_bad_settings(option: str, value: Any) -> None:
     options: dict[str, Any] = {"lease_ttl": 3.0, option: value}
@@ -378,28 +388,101 @@ async def test_the_poll_budget_is_shared(server: RedisServer) -> None:
 async def test_unreachable_redis_is_a_clear_error_before_any_submit() -> None:
     url = f"redis://user:s3cret@127.0.0.1:{free_port()}/0"
     body_ran = False
-    async with RedisLimiter(url, namespace="down") as limiter:
+    async with RedisLimiter(url, namespace="down", outage_grace=0.5) as limiter:
         with anyio.fail_after(5):
             with pytest.raises(LimiterUnavailableError) as caught:
                 async with limiter.slot(MODEL):
                     body_ran = True
             with pytest.raises(LimiterUnavailableError):
                 await limiter.submit_turn(MODEL)
-            with pytest.raises(LimiterUnavailableError):
-                await limiter.poll_turn()
+            await limiter.poll_turn()  # polls go on under the local budget
     assert not body_ran
     assert isinstance(caught.value, ds.DashScopeError)
     assert "nothing was submitted" in str(caught.value)
     assert "s3cret" not in str(caught.value)
 
 
-async def test_redis_going_down_mid_run_is_a_clear_error() -> None:
+async def test_redis_gone_for_good_fails_after_the_grace_then_at_once() -> None:
     with redis_server() as own_server:
-        async with workers(own_server, 1) as (limiter,):
+        async with workers(own_server, 1, outage_grace=1.0) as (limiter,):
             await limiter.submit_turn(MODEL)
             own_server.stop()
-            with anyio.fail_after(5), pytest.raises(LimiterUnavailableError):
+            start = time.monotonic()
+            with anyio.fail_after(10), pytest.raises(LimiterUnavailableError):
                 await limiter.submit_turn(MODEL)
+            assert time.monotonic() - start >= 0.9  # rode out the grace first
+            # The outage is older than the grace: callers queued behind fail at their first try.
+            start = time.monotonic()
+            with anyio.fail_after(5), pytest.raises(LimiterUnavailableError):
+                async with limiter.slot(MODEL):
+                    pass
+            assert time.monotonic() - start < 0.9
+
+
+async def test_a_redis_blip_holds_submit_turns_and_slots_until_it_is_back() -> None:
+    with redis_server(appendonly=True) as own_server:
+        async with workers(own_server, 1, outage_grace=20.0) as (limiter,):
+            await limiter.submit_turn(MODEL)
+            own_server.stop()
+            granted: list[float] = []
+
+            async def submitter() -> None:
+                async with limiter.slot(MODEL):
+                    await limiter.submit_turn(MODEL)
+                    granted.append(time.monotonic())
+
+            with anyio.fail_after(20):
+                async with anyio.create_task_group() as group:
+                    group.start_soon(submitter)
+                    await anyio.sleep(2.0)
+                    assert not granted  # no turn while the shared limits cannot be checked
+                    restarted = time.monotonic()
+                    own_server.start()
+            assert granted and granted[0] >= restarted
+
+
+async def test_poll_turns_go_on_under_a_local_budget_while_redis_is_down() -> None:
+    with redis_server() as own_server:
+        async with workers(own_server, 1, outage_grace=0.5, outage_poll_rate=10.0) as (limiter,):
+            await limiter.poll_turn()
+            own_server.stop()
+            start = time.monotonic()
+            with anyio.fail_after(10):
+                for _ in range(6):
+                    await limiter.poll_turn()
+            elapsed = time.monotonic() - start
+    # Six turns at 10/s locally: at least five gaps of 0.1 s, and no raise.
+    assert elapsed >= 0.45
+
+
+async def test_poll_turns_go_on_while_redis_hangs() -> None:
+    with redis_server() as own_server:
+        async with workers(own_server, 1, outage_grace=30.0, outage_poll_rate=10.0) as (limiter,):
+            await limiter.poll_turn()
+            own_server.freeze()  # connections stay open; nothing answers
+            try:
+                start = time.monotonic()
+                with anyio.fail_after(30):
+                    for _ in range(20):
+                        await limiter.poll_turn()
+                hung = time.monotonic() - start
+            finally:
+                own_server.thaw()
+            # Each probe of Redis waits a second at most, about once a second; the turns go on
+            # locally at 10/s meanwhile (20 turns: 2 s), where a socket timeout is 5 s a try.
+            assert hung < 12.0
+            with anyio.fail_after(10):
+                await limiter.submit_turn(MODEL)  # Redis answers again: the outage is over
+
+
+async def test_a_retried_acquire_finds_its_own_lease(server: RedisServer) -> None:
+    async with workers(server, 1) as (limiter,):
+        key = limiter._model_key(MODEL, "slots")
+        args = ["token-1", 1, 30_000]
+        # The first answer lost, the call is sent again: the lease is ours, not a full slot.
+        assert await limiter._call(limiter._acquire, [key], args) == 0
+        assert await limiter._call(limiter._acquire, [key], args) == 0
+        assert await limiter._call(limiter._acquire, [key], ["token-2", 1, 30_000]) > 0
 
 
 @pytest.mark.parametrize("anyio_backend", ["trio"])
@@ -410,3 +493,63 @@ async def test_trio_gets_a_clear_error() -> None:
     with pytest.raises(RuntimeError, match="asyncio"):
         async with limiter.slot(MODEL):
             pass
+
+
+async def test_an_error_inside_a_slot_reaches_its_holder_as_itself(server: RedisServer) -> None:
+    # The slot's heartbeat runs in a task group; the holder's error must not come out of it
+    # wrapped in an ExceptionGroup (a job's typed outcome depends on it).
+    async with workers(server, 1) as (limiter,):
+        with pytest.raises(ds.TaskTimeoutError):
+            async with limiter.slot(MODEL):
+                raise ds.TaskTimeoutError("late", task_id="t", status=ds.TaskStatus.RUNNING)
+        async with limiter.slot(MODEL):  # and the slot was given back
+            pass
+
+
+# --- the submit record: adopt only what can only be ours, across workers ---------------------
+
+
+async def test_the_submit_record_is_shared_and_each_answer_is_atomic(server: RedisServer) -> None:
+    async with workers(server, 2) as (one, other):
+        now = datetime.now(UTC)
+        theirs = await one.submits.sent(MODEL, now)
+        ours = await other.submits.sent(MODEL, now)
+        window = {
+            "others_from": now - timedelta(minutes=1),
+            "others_until": now + timedelta(minutes=1),
+        }
+        # Another worker's submit is still unanswered: the task may be its.
+        screening = await other.submits.screen(ours, ["task-1"], **window)
+        assert screening.unknown == ("task-1",) and screening.others_unanswered == 1
+        await one.submits.answered(theirs, "task-1")
+        screening = await other.submits.screen(ours, ["task-1", "task-2"], **window)
+        assert screening.unknown == ("task-2",) and screening.others_unanswered == 0
+        # Another model's record is apart; tasks earlier runs recorded are known.
+        await one.submits.remember(MODEL, ["task-2"])
+        screening = await other.submits.screen(ours, ["task-2"], **window)
+        assert screening.unknown == ()
+
+
+async def test_a_worker_never_adopts_another_workers_late_answered_task(
+    server: RedisServer,
+) -> None:
+    config = EmulatorConfig(seed=3, render_results=False, time_scale=0.02)
+    emulator = Emulator(config.with_model(MODEL, max_in_progress=2))
+    emulator.faults.script("submit", Fault.slow(1.5))  # made at once, answered late
+    emulator.faults.script("submit", Fault.drop_before())  # lost before the service saw it
+    limits = fast_limits(max_in_progress=2)
+    url = emulator.sample_image_url("portrait")
+    async with emulator.client() as client, workers(server, 2, limits=limits) as (one, other):
+        async with (
+            ds.AsyncTaskRunner(client, limiter=one, reconcile_grace=2.0) as first,
+            ds.AsyncTaskRunner(client, limiter=other, reconcile_grace=2.0) as second,
+        ):
+            a = first.submit(ds.StyleRepaint(f"{url}?job=a", style=1))
+            await anyio.sleep(0.2)
+            b = second.submit(ds.StyleRepaint(f"{url}?job=b", style=1))
+            outcomes = {"a": await a.wait(), "b": await b.wait()}
+    for name, outcome in outcomes.items():
+        assert outcome.ok, outcome.error
+        assert outcome.task_id is not None
+        assert emulator.input_of(outcome.task_id)["image_url"] == f"{url}?job={name}"
+    assert len(emulator.tasks) == 2

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
 import anyio
 import pytest
@@ -387,15 +386,7 @@ async def test_a_runner_that_forgot_recent_tasks_reports_a_lost_submit_instead_o
 @virtual_time
 async def test_a_job_over_budget_uploads_nothing() -> None:
     fake = FakeClient()
-    prepared: list[ds.Request] = []
-    real_prepare = fake.prepare
-
-    async def prepare(request: ds.Request) -> Any:
-        prepared.append(request)
-        return await real_prepare(request)
-
-    fake.prepare = prepare  # type: ignore[method-assign]
     async with ds.AsyncTaskRunner(fake.as_client(), budget=ds.Budget(images=1)) as runner:
         outcomes = await collect(runner.map([repaint(0), repaint(1)], ordered=True))
     assert outcomes[0].ok and isinstance(outcomes[1].error, ds.BudgetExceededError)
-    assert prepared == [repaint(0)]
+    assert fake.prepared == [repaint(0)]

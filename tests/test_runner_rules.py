@@ -240,3 +240,21 @@ async def test_everything_inside_a_job_is_its_outcome_downloads_that_cannot_be_s
         assert not outcome.ok
         assert isinstance(outcome.error, ds.DashScopeError)
         assert outcome.task_id is not None  # the task ran (and was billed): say which
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("reconcile_grace", -1.0),
+        ("reconcile_grace", float("nan")),
+        ("reconcile_grace", float("inf")),
+        ("reconcile_timeout", "60"),
+        ("max_pending", 0),
+    ],
+)
+def test_the_reconcile_settings_are_checked_when_the_runner_is_built(
+    option: str, value: object
+) -> None:
+    emulator = emulator_with()
+    with pytest.raises(ds.ValidationError, match=option):
+        ds.AsyncTaskRunner(emulator.client(), **{option: value})  # type: ignore[arg-type]

@@ -23,7 +23,9 @@ Each invariant has one owner:
 | tasks in progress never exceed the limit | the limiter's slots (``_limits.SlotPool``, ``redis``) |
 | tasks waiting PENDING never exceed ``queue_ahead``; a refused one turns it off for the model | the limiter's slots (``ModelLimits.slots``) and ``_queue_ahead.QueueAhead`` |
 | submissions per second never exceed the rate; a 429 pauses the model for all | the limiter's pacer and cool-down (``_limits``) |
-| polls, list reads and cancels stay inside the poll budget | ``Limiter.poll_turn``, called once per request |
+| polls, list reads and cancels stay inside the poll budget | ``Limiter.poll_turn``, taken once per request sent, retries included (``_poll_loop``; the client's ``meter=`` / ``before_page``) |
+| one retry policy: what is transient per request kind, the backoff, the Retry-After cap | ``_retry`` |
+| one poll loop, shared with ``client.wait()`` | ``_poll_loop.poll_until_done`` |
 | resubmit only on proof (a complete list read after the grace period shows nothing) | ``_reconcile.Reconciler`` |
 | adopt only what can only be ours (no other unanswered submit could have made it) | ``_reconcile.Reconciler`` with the limiter's ``SubmitRecord`` (``_submits``) |
 | a submit once sent is finished (its answer is awaited even when cancelled) | ``_pipeline.JobPipeline.submit`` |
@@ -31,7 +33,7 @@ Each invariant has one owner:
 | spending never passes the budget | ``_budget.BudgetLedger``, reserved in ``_pipeline`` |
 | images billed for a task | ``TaskInfo.billed_images`` |
 | a crashed batch resumes without paying twice | ``_journaling.JobJournal`` |
-| every wait is bounded | ``_polling`` (poll deadline), ``_reconcile`` (grace + timeout) |
+| every wait is bounded | ``_retry`` (Retry-After capped, clipped to the deadline), ``_poll_loop`` (poll deadline), ``_reconcile`` (grace + timeout) |
 """
 
 from ._batch import Batch

@@ -18,6 +18,7 @@ It reaches the runner only through ``BatchHost`` (start a job, host the batch's 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Iterator
@@ -227,7 +228,7 @@ class Batch:
     def __init__(self, work: BatchWork) -> None:
         self._work = work
         # Runs the moment this object is freed (the loop let go of it); holds only the work.
-        self._stop = weakref.finalize(self, work.drop)
+        self._stop = weakref.finalize(self, _drop_quietly, work)
         self._stop.atexit = False
 
     def __aiter__(self) -> AsyncIterator[Outcome]:
@@ -258,6 +259,12 @@ class Batch:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+def _drop_quietly(work: BatchWork) -> None:
+    # If the event loop is already gone, the batch's work went with it.
+    with contextlib.suppress(RuntimeError):
+        work.drop()
 
 
 async def _as_async_iter(items: Iterable[Any] | AsyncIterable[Any]) -> AsyncGenerator[Any, None]:

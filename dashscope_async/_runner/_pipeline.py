@@ -3,10 +3,10 @@ settle -> save.
 
 Owns the order of the stages and the small decisions between them; each stage calls its owner:
 the journal (``_journaling``), the budget (``BudgetLedger``), the limiter's slots, pacing and
-submit record (``_limits``, ``_submits``), reconciliation (``_reconcile``), the poll planner
-(``_polling``) and the files (``_files``). ``JobPipeline.run`` reads as the list above. It never
-decides what a job's outcome is (``_lifecycle`` turns whatever ``run`` returns or raises into
-one) and never holds a task group.
+submit record (``_limits``, ``_submits``), reconciliation (``_reconcile``), the shared poll loop
+(``_poll_loop``, with the planner of ``_polling``) and the files (``_files``).
+``JobPipeline.run`` reads as the list above. It never decides what a job's outcome is
+(``_lifecycle`` turns whatever ``run`` returns or raises into one) and never holds a task group.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from .._budget import BudgetLedger
 from .._client import result_or_raise
 from .._errors import (
     AmbiguousSubmitError,
+    APIConnectionError,
     BadRequestError,
     BudgetExceededError,
     DashScopeError,
@@ -54,6 +55,10 @@ logger = get_logger("runner")
 
 #: How long cleanup (a server-side cancel) may take once a job is being cancelled.
 CLEANUP_SECONDS: Final = 10.0
+#: Submits of one job that may be lost before the service saw them (each proven so by the task
+#: list) before the job gives up: a network that loses every submit should end the job, not
+#: resend it for ever.
+MAX_LOST_SUBMITS: Final = 3
 
 
 @attrs.define
@@ -219,6 +224,7 @@ class JobPipeline:
         """Send the submit at the model's pace; settle a lost answer by the reconcile rules."""
         model = state.model
         record = self.limiter.submits
+        lost = 0
         while True:
             await self.queue_ahead.wait_for_turn(model)
             await self.limiter.submit_turn(model)
@@ -226,10 +232,12 @@ class JobPipeline:
             await anyio.lowlevel.checkpoint_if_cancelled()
             if self.queue_ahead.blocked(model):
                 continue  # another job took the running slot that freed meanwhile
-            state.status = JobStatus.SUBMITTING
+            # Written after the turn, just before the send: a ticket is unanswered only while
+            # its submit may really be on its way (one round trip to a shared record).
             sent_at = self.service.clock.wall()
             await self.journal.intent(state, sent_at)
             ticket = await record.sent(model, sent_at)
+            state.status = JobStatus.SUBMITTING
             self._count(state)
             try:
                 # Once sent, a submit must finish: only its answer tells whether a task exists.
@@ -255,6 +263,12 @@ class JobPipeline:
                 adopted = await self._reconcile(state, ticket, exc.sent_at)
                 if adopted is None:
                     self._uncount(state)
+                    lost += 1
+                    if lost >= MAX_LOST_SUBMITS:
+                        raise APIConnectionError(
+                            f"job {state.index}: {lost} submits in a row were lost before the"
+                            " service saw them (the task list proves none made a task); giving up"
+                        ) from exc
                     state.status = JobStatus.QUEUED
                     continue
                 task = adopted

@@ -31,11 +31,12 @@ from typing import Final
 import attrs
 
 from .._clock import Clock
-from .._errors import AmbiguousSubmitError, DashScopeError, ValidationError
+from .._errors import AmbiguousSubmitError, DashScopeError
 from .._limits import Limiter
 from .._logging import get_logger
 from .._models import Request, Task, TaskListItem
 from .._submits import SubmitTicket
+from .._validators import non_negative, positive
 from ._service import TaskService
 
 __all__ = ["ReconcileRules", "Reconciler"]
@@ -45,19 +46,6 @@ logger = get_logger("runner")
 #: Tasks are looked for from this long before the submit was sent, for clock differences
 #: between us and the service.
 CLOCK_SKEW: Final = timedelta(seconds=30)
-
-
-def _seconds(field: str, *, minimum: float) -> Callable[[object, object, float], None]:
-    def check(_instance: object, _attribute: object, value: float) -> None:
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not value >= minimum
-            or value == float("inf")
-        ):
-            raise ValidationError(field, f"must be a finite number of at least {minimum:g}")
-
-    return check
 
 
 @attrs.frozen
@@ -72,9 +60,11 @@ class ReconcileRules:
         interval: seconds between two reads of the task list.
     """
 
-    grace: float = attrs.field(default=30.0, validator=_seconds("reconcile_grace", minimum=0))
-    timeout: float = attrs.field(default=60.0, validator=_seconds("reconcile_timeout", minimum=0))
-    interval: float = attrs.field(default=2.0, validator=_seconds("interval", minimum=0.001))
+    grace: float = attrs.field(default=30.0, validator=non_negative("reconcile_grace", finite=True))
+    timeout: float = attrs.field(
+        default=60.0, validator=non_negative("reconcile_timeout", finite=True)
+    )
+    interval: float = attrs.field(default=2.0, validator=positive("interval", finite=True))
 
 
 @attrs.define

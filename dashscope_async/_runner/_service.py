@@ -57,7 +57,7 @@ class TaskService(Protocol):
         ...
 
     async def get_task(self, task_id: str, *, retry: bool = True) -> TaskInfo:
-        """One poll."""
+        """One poll (``retry=False``: one request, for the runner's poll loop to meter)."""
         ...
 
     async def cancel_task(
@@ -76,5 +76,5 @@ class TaskService(Protocol):
         *,
         before_page: Callable[[], Awaitable[None]] | None = None,
     ) -> AsyncIterator[TaskListItem]:
-        """The account's task list, page by page."""
+        """The account's task list, page by page; ``before_page`` before every request."""
         ...

@@ -18,6 +18,7 @@ from .._errors import BadRequestError
 from .._models import TaskInfo, TaskListItem, TaskStatus
 from ._app import CliError, ExitCode, escape, json_option, run_async, settings_of
 from ._params import SINCE, TASK_STATUS
+from ._reconcile import reconcile
 
 
 def _when(moment: datetime | None) -> str:
@@ -50,7 +51,8 @@ def _model_name(text: str) -> str:
 
 @click.group()
 def tasks() -> None:
-    """Look up, list and cancel tasks of the account (any key of it)."""
+    """Look up, list and cancel tasks of the account (any key of it); settle a journal's
+    ambiguous jobs (reconcile)."""
 
 
 @tasks.command("get")
@@ -190,3 +192,6 @@ def cancel_task(ctx: click.Context, task_id: str) -> None:
         out.print_json(json.dumps({"task_id": task_id, "canceled": True}))
     else:
         out.print(f"task {task_id} cancelled")
+
+
+tasks.add_command(reconcile)

@@ -12,8 +12,9 @@ outcome present (workers write them to a file).
   model, 200 jobs take at least 50 s of real time, and the limits are already exercised by 40
   jobs spread over 4 processes (20 per model, one slot each).
 - 4 workers x 50 jobs with the slot limit lifted and the submit rate raised to 10/s on both
-  sides (the emulator and our limits): 200 submissions in about 20 s instead of 100 s at 2/s.
-  The aggregate rate reaches at least 90 % of the limit and no window exceeds it.
+  sides (the emulator and our limits): 200 submissions in about 20 s instead of 100 s at 2/s,
+  and no window exceeds the rate. How close the workers come to the rate is a speed figure, so
+  it is measured by ``python -m benchmarks.scale_out``, not asserted here.
 - A worker killed with SIGKILL while it holds the slot: the others wait out its lease, then
   carry on; a restarted worker resumes its journal. No job lost, none submitted twice.
 - Workers whose clocks are off by minutes or an hour, or run fast or slow: the limits still hold
@@ -347,10 +348,12 @@ def test_four_workers_keep_the_accounts_limits(redis: RedisServer, tmp_path: Pat
         assert stats.throttled == 0  # the shared poll budget kept the task endpoints' 20 QPS
 
 
-def test_with_slots_lifted_the_workers_reach_the_submit_rate(
-    redis: RedisServer, tmp_path: Path
-) -> None:
-    rate = 10
+def run_at_raised_rate(redis: RedisServer, tmp_path: Path, *, rate: int = 10) -> list[float]:
+    """4 workers x 50 jobs, slots lifted, ``rate`` submits/s; the emulator's submit times.
+
+    The limits kept and every job done once are checked here; ``benchmarks.scale_out`` reads
+    the times for the rate reached.
+    """
     with serving(submit_rate=rate, max_in_progress=None) as server:
         settings = _settings(
             redis,
@@ -365,11 +368,13 @@ def test_with_slots_lifted_the_workers_reach_the_submit_rate(
         _run_workers(settings, server, 4, timeout=60)
         assert_every_job_done_once(server, _expected_keys(settings, 4), _outcomes(settings))
         assert_limits_kept(server, [REPAINT], rate=rate, in_progress=1000)
-        times = server.emulator.stats.submit_times[REPAINT]
-    achieved = (len(times) - 1) / (times[-1] - times[0])
-    print(f"aggregate submit rate {achieved:.2f}/s of {rate}/s")  # noqa: T201
-    assert len(times) == 200
-    assert achieved >= 0.9 * rate
+        return list(server.emulator.stats.submit_times[REPAINT])
+
+
+def test_with_slots_lifted_the_workers_keep_a_raised_submit_rate(
+    redis: RedisServer, tmp_path: Path
+) -> None:
+    assert len(run_at_raised_rate(redis, tmp_path)) == 200
 
 
 def test_a_killed_workers_slot_frees_and_no_job_is_lost_or_run_twice(
