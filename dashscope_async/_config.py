@@ -73,8 +73,10 @@ class ModelSpec:
         submit_rate: submissions per second the account may make (service default 2).
         max_in_progress: tasks in progress the account may have (service default 1).
         price_per_image: CNY per successful image.
-        typical_run_seconds: how long one task usually runs on the service.
+        typical_run_seconds: how long one task usually runs on the service (a median).
         image_rules: limits on the input images.
+        run_time_spread: how much run times vary around ``typical_run_seconds``, as the
+            standard deviation of their logarithms (0.08: most runs within about ±16 %).
 
     Example:
         ```python
@@ -91,6 +93,7 @@ class ModelSpec:
     price_per_image: Decimal
     typical_run_seconds: float
     image_rules: ImageRules
+    run_time_spread: float = 0.08
 
 
 STYLE_REPAINT: Final = ModelSpec(

@@ -42,6 +42,10 @@ class EventKind(enum.StrEnum):
     """A submit got 429; the model's submissions pause for ``delay`` seconds."""
     RETRIED = "retried"
     """A poll failed for a passing reason and will be retried after ``delay`` seconds."""
+    QUEUE_AHEAD_OFF = "queue_ahead_off"
+    """The service refused a task queued behind running ones (429 while the model's slots were
+    full): queue-ahead is off for that model for the rest of the run; ``error`` has the answer.
+    The job is submitted again once a slot is free."""
     RECONCILED = "reconciled"
     """An ambiguous submit was matched (or proven absent) through the task list."""
     SUCCEEDED = "succeeded"

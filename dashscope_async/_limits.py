@@ -8,6 +8,9 @@ Each metering idea is a small class, composed per model as aiometer composes its
 
     slot pool (tasks in progress, FIFO)  ->  cool-down (after a 429)  ->  GCRA pacer (no burst)
 
+and, for the account's polls, one sliding-window meter: at most ``poll_rate`` in any second,
+in bursts where the planner wants them (the few tenths of a second a short task may end in).
+
 The runner takes a model's slot first (``async with limiter.slot(model)``), then waits for a submit
 turn (``await limiter.submit_turn(model)``), then sends. Holding the slot while waiting for the turn
 is what keeps invariant 2 (tasks in progress never exceed the limit) and invariant 3 (no one-second
@@ -18,12 +21,14 @@ from __future__ import annotations
 
 import math
 import random
+from collections import deque
 from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 from types import MappingProxyType, TracebackType
 from typing import Any, Protocol, runtime_checkable
 
 import anyio
+import anyio.lowlevel
 import attrs
 
 from ._clock import SYSTEM_CLOCK, Clock
@@ -31,7 +36,7 @@ from ._config import MODELS
 from ._errors import ValidationError
 from ._retry import backoff_delay
 from ._submits import LocalSubmitRecord, SubmitRecord
-from ._validators import at_least_one, non_negative, positive
+from ._validators import at_least_one, non_negative, positive, whole_number
 
 __all__ = [
     "Limiter",
@@ -52,16 +57,28 @@ class ModelLimits:
 
     Attributes:
         submit_rate: submissions per second (paced evenly, never in bursts).
-        max_in_progress: tasks submitted and not yet finished, at most.
+        max_in_progress: tasks running at once, at most (the service's concurrency limit).
+        queue_ahead: tasks that may wait PENDING on the service beyond ``max_in_progress``
+            (default 0: none). The service queues a task submitted while the model's slots
+            are full and starts it the moment one frees, so with 1 the slot never waits for
+            the client to notice an end; a service that refuses instead (429) turns it off for
+            the rest of the run. Every task queued ahead is a real, billed task.
 
     Example:
         ```python
         ds.ModelLimits(submit_rate=5, max_in_progress=3)
+        ds.ModelLimits(queue_ahead=1)
         ```
     """
 
     submit_rate: float = attrs.field(default=2.0, validator=positive("submit_rate"))
     max_in_progress: int = attrs.field(default=1, validator=at_least_one("max_in_progress"))
+    queue_ahead: int = attrs.field(default=0, validator=whole_number("queue_ahead"))
+
+    @property
+    def slots(self) -> int:
+        """Tasks that may be outstanding at once: running plus queued ahead."""
+        return self.max_in_progress + self.queue_ahead
 
 
 def _registry_limits() -> dict[str, ModelLimits]:
@@ -85,8 +102,8 @@ class Limits:
     Attributes:
         models: each model's limits, by model name; the registry's defaults unless replaced. A
             model missing here gets its registry default, or ``ModelLimits()`` if it is unknown.
-        poll_rate: get, list and cancel calls per second for the whole account (the service
-            allows 20; the default leaves half for other programs on the same account).
+        poll_rate: get, list and cancel calls in any one second for the whole account (the
+            service allows 20; the default leaves half for other programs on the same account).
         safety_margin: seconds added to every gap between two submissions of one model, so that
             network jitter cannot bring ``submit_rate + 1`` of them into one second at the
             server. At rate ``r`` the margin tolerates ``r * safety_margin`` seconds of jitter
@@ -103,6 +120,8 @@ class Limits:
         limits = ds.Limits.default().with_model("wanx-style-repaint-v1", max_in_progress=3)
         async with ds.AsyncTaskRunner(client, limits=limits) as runner:
             ...
+        # Keep one task waiting on the service behind the running one (opt-in):
+        limits = ds.Limits.default().with_model("wanx-style-repaint-v1", queue_ahead=1)
         ```
     """
 
@@ -152,19 +171,26 @@ class Limits:
         return ModelLimits()
 
     def with_model(
-        self, model: str, *, submit_rate: float | None = None, max_in_progress: int | None = None
+        self,
+        model: str,
+        *,
+        submit_rate: float | None = None,
+        max_in_progress: int | None = None,
+        queue_ahead: int | None = None,
     ) -> Limits:
         """A copy with one model's limits changed; unspecified values keep their current setting.
 
         Example:
             ```python
             ds.Limits.default().with_model("wanx-sketch-to-image-lite", submit_rate=5)
+            ds.Limits.default().with_model("wanx-style-repaint-v1", queue_ahead=1)
             ```
         """
         current = self.for_model(model)
         changed = ModelLimits(
             submit_rate=current.submit_rate if submit_rate is None else submit_rate,
             max_in_progress=current.max_in_progress if max_in_progress is None else max_in_progress,
+            queue_ahead=current.queue_ahead if queue_ahead is None else queue_ahead,
         )
         return attrs.evolve(self, models={**self.models, model: changed})
 
@@ -240,6 +266,16 @@ class Limiter(Protocol):
         """Wait for a turn in the account-wide budget of get, list and cancel calls."""
         ...
 
+    def stop_queue_ahead(self, model: str) -> None:
+        """The service refused a task queued ahead: from now on hand out ``max_in_progress``
+        slots of ``model`` only (``ModelLimits.queue_ahead`` no longer counts)."""
+        ...
+
+    @property
+    def limits(self) -> Limits:
+        """The limits it keeps."""
+        ...
+
     @property
     def submits(self) -> SubmitRecord:
         """The record of unanswered submits and known tasks, shared by all who use this limiter."""
@@ -274,6 +310,37 @@ class GcraPacer:
     def started(self, now: float) -> None:
         """Record a start at ``now``."""
         self.next_start = max(now, self.next_start) + self.spacing
+
+
+class WindowPacer:
+    """A sliding window: at most ``count`` starts in any ``window`` seconds, bursts allowed.
+
+    It keeps the last ``count`` start times; a start may go once the oldest of them is
+    ``window`` seconds old. ``rate`` per second becomes ``floor(rate)`` starts per second, so
+    no one-second window ever holds more than ``rate`` (a rate below 1: one start per
+    ``1 / rate`` seconds; above ``MAX_WINDOW_STARTS``: that many per ``MAX_WINDOW_STARTS /
+    rate`` seconds, to keep the record small). None of the budget is lost to even pacing when
+    starts are wanted close together.
+    """
+
+    __slots__ = ("_starts", "count", "window")
+
+    MAX_WINDOW_STARTS = 1000
+
+    def __init__(self, rate: float) -> None:
+        self.count = max(1, min(math.floor(rate), self.MAX_WINDOW_STARTS))
+        self.window = 1.0 if 1.0 <= rate <= self.MAX_WINDOW_STARTS else self.count / rate
+        self._starts: deque[float] = deque(maxlen=self.count)
+
+    def ready_at(self) -> float:
+        """The earliest clock reading at which the next start may go."""
+        if len(self._starts) < self.count:
+            return -math.inf
+        return self._starts[0] + self.window
+
+    def started(self, now: float) -> None:
+        """Record a start at ``now``."""
+        self._starts.append(now)
 
 
 class CoolDown:
@@ -332,24 +399,36 @@ class _LocalLease:
 
 
 class SlotPool(AbstractAsyncContextManager[SlotLease]):
-    """A model's task-in-progress slots: ``max_in_progress`` of them, handed out first come first served.
+    """A model's task slots (``ModelLimits.slots`` of them), handed out first come first served.
 
     The pool is its own context manager (one lease object per model), so taking a slot allocates
     nothing; anyio's semaphore queues waiters in order on both backends, and frees a slot when
-    the holder leaves, cancelled or not.
+    the holder leaves, cancelled or not. ``shrink`` takes slots away for good: free ones at once,
+    held ones as their holders leave.
     """
 
-    __slots__ = ("_lease", "_semaphore", "capacity")
+    __slots__ = ("_debt", "_lease", "_semaphore", "capacity")
 
     def __init__(self, model: str, capacity: int) -> None:
         self.capacity = capacity
         self._semaphore = anyio.Semaphore(capacity)
         self._lease = _LocalLease(model)
+        self._debt = 0
 
     @property
     def in_use(self) -> int:
         """Slots held now: tasks of this model in progress (or about to be submitted)."""
-        return self.capacity - self._semaphore.value
+        return self.capacity + self._debt - self._semaphore.value
+
+    def shrink(self, capacity: int) -> None:
+        """From now on hand out at most ``capacity`` slots (never fewer than 1; never grows)."""
+        capacity = max(capacity, 1)
+        while self.capacity > capacity:
+            self.capacity -= 1
+            try:
+                self._semaphore.acquire_nowait()  # a free slot goes at once ...
+            except anyio.WouldBlock:
+                self._debt += 1  # ... a held one when its holder leaves
 
     @property
     def waiting(self) -> int:
@@ -366,7 +445,10 @@ class SlotPool(AbstractAsyncContextManager[SlotLease]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._semaphore.release()
+        if self._debt:
+            self._debt -= 1
+        else:
+            self._semaphore.release()
 
 
 class _ModelMeter:
@@ -375,7 +457,7 @@ class _ModelMeter:
     __slots__ = ("cool_down", "granted", "pacer", "slots", "throttles", "turnstile")
 
     def __init__(self, model: str, limits: Limits, rng: random.Random) -> None:
-        self.slots = SlotPool(model, limits.for_model(model).max_in_progress)
+        self.slots = SlotPool(model, limits.for_model(model).slots)
         # A fair lock: the first caller waits out the pacer and the cool-down, the rest queue
         # behind it in arrival order.
         self.turnstile = anyio.Lock()
@@ -443,7 +525,7 @@ class LocalLimiter:
         self._clock = clock
         self._random = rng if rng is not None else random.Random()
         self._meters: dict[str, _ModelMeter] = {}
-        self._poll_pacer = GcraPacer(1.0 / self.limits.poll_rate)
+        self._poll_pacer = WindowPacer(self.limits.poll_rate)
         self._poll_turnstile: anyio.Lock | None = None
         self._polls_granted = 0
         #: Unanswered submits and known tasks of every runner using this limiter.
@@ -479,6 +561,16 @@ class LocalLimiter:
         """
         meter = self._meter(model)
         clock = self._clock
+        if not meter.turnstile.locked():
+            # The fast path: nobody queued and nothing to wait for; the turn is taken before
+            # the one yield (a cancelled caller leaves it unused, which only errs on the safe
+            # side).
+            now = clock.now()
+            if max(meter.pacer.next_start, meter.cool_down.until) <= now:
+                meter.pacer.started(now)
+                meter.granted += 1
+                await anyio.lowlevel.checkpoint()
+                return
         async with meter.turnstile:
             while True:
                 now = clock.now()
@@ -512,22 +604,37 @@ class LocalLimiter:
         if meter is not None:
             meter.cool_down.reset()
 
+    def stop_queue_ahead(self, model: str) -> None:
+        """Hand out ``max_in_progress`` slots of ``model`` from now on (free ones go at once,
+        held ones as their holders leave)."""
+        self._meter(model).slots.shrink(self.limits.for_model(model).max_in_progress)
+
     async def poll_turn(self) -> None:
         """Wait for a turn in the account-wide budget for get, list and cancel calls.
 
-        Paced like submissions (GCRA, no burst) at ``Limits.poll_rate``, first come first served.
+        At most ``Limits.poll_rate`` turns in any one second (``WindowPacer``), first come
+        first served. Unlike submissions, turns may come in bursts: the service's window for
+        these calls is twice the default budget, and a short task's end is best watched densely.
         """
         turnstile = self._poll_turnstile
         if turnstile is None:
             turnstile = self._poll_turnstile = anyio.Lock()
         pacer = self._poll_pacer
         clock = self._clock
+        if not turnstile.locked():
+            now = clock.now()
+            if pacer.ready_at() <= now:  # the fast path, as in submit_turn
+                pacer.started(now)
+                self._polls_granted += 1
+                await anyio.lowlevel.checkpoint()
+                return
         async with turnstile:
             while True:
                 now = clock.now()
-                if pacer.next_start <= now:
+                ready_at = pacer.ready_at()
+                if ready_at <= now:
                     break
-                await clock.sleep(pacer.next_start - now)
+                await clock.sleep(ready_at - now)
             pacer.started(now)
             self._polls_granted += 1
 

@@ -55,8 +55,13 @@ class TaskPoll:
         failures: failed polls in a row.
         running_since: clock time it is known to have been running since (None while unknown:
             a task of unknown history found RUNNING is polled at the PENDING cadence).
-        seen_pending: a poll saw it PENDING (waiting behind other tasks).
+        seen_pending: a poll saw it PENDING (waiting behind other tasks), or it was submitted
+            while its model's slots were full (queued ahead).
         seen_running: a poll saw it RUNNING.
+        queued_ahead: its model queues tasks ahead (``ModelLimits.queue_ahead``): polls only
+            collect results (``PollPlanner.next_delay``).
+        runs_before_start: run times of the model's slots expected to pass before it starts
+            (queued ahead behind others); 0 when it went into a free slot.
     """
 
     task_id: str
@@ -68,6 +73,8 @@ class TaskPoll:
     running_since: float | None = None
     seen_pending: bool = False
     seen_running: bool = False
+    queued_ahead: bool = False
+    runs_before_start: int = 0
 
     def since_running(self, now: float) -> float | None:
         if self.running_since is not None:
@@ -123,6 +130,8 @@ async def poll_until_done(
                 since_running=poll.since_running(now),
                 status=poll.status,
                 polls_so_far=poll.polls,
+                queued_ahead=poll.queued_ahead,
+                runs_before_start=poll.runs_before_start,
             )
         remaining = None if deadline is None else deadline - now
         if remaining is not None and delay >= remaining:
@@ -153,7 +162,7 @@ async def poll_until_done(
                 continue
         if info is None:
             continue  # the deadline came while waiting for a turn or an answer
-        started_running = _seen(poll, info, clock.now())
+        started_running = _seen(poll, info, clock)
         if observer is not None:
             observer.answered(poll, info, started_running=started_running)
         if info.status.is_terminal:
@@ -163,7 +172,7 @@ async def poll_until_done(
             return info
 
 
-def _seen(poll: TaskPoll, info: TaskInfo, now: float) -> bool:
+def _seen(poll: TaskPoll, info: TaskInfo, clock: Clock) -> bool:
     """Learn from one answer; True the first time the task is seen RUNNING."""
     poll.failures = 0
     poll.polls += 1
@@ -172,10 +181,28 @@ def _seen(poll: TaskPoll, info: TaskInfo, now: float) -> bool:
         poll.seen_pending = True
     elif info.status is TaskStatus.RUNNING and not poll.seen_running:
         poll.seen_running = True
-        # Never seen PENDING: it started when it was submitted, into a free slot.
-        poll.running_since = now if poll.seen_pending else poll.submitted_at
+        # Never seen PENDING: it started when it was submitted, into a free slot; else when
+        # the service says it was scheduled (or now, if it does not say).
+        poll.running_since = (
+            _started_at(poll, info, clock) if poll.seen_pending else poll.submitted_at
+        )
         return True
     return False
+
+
+def _started_at(poll: TaskPoll, info: TaskInfo, clock: Clock) -> float:
+    """The clock reading at which a task that waited PENDING started.
+
+    From the service's own times: it waited ``scheduled_time - submit_time`` after its
+    submission. Both are read from one clock, the service's, so a skew between its clock and
+    ours does not matter. Without them, now. Kept between the submission and now.
+    """
+    now = clock.now()
+    submitted_at = poll.submitted_at
+    if submitted_at is None or info.scheduled_time is None or info.submit_time is None:
+        return now
+    waited = (info.scheduled_time - info.submit_time).total_seconds()
+    return min(max(submitted_at + waited, submitted_at), now)
 
 
 def _seconds_left(deadline: float | None, clock: Clock) -> float:

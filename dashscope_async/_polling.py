@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Final
 
@@ -38,6 +38,8 @@ WINDOW_Z: Final = 2.0
 REFERENCE_LOG_SIGMA: Final = 0.05
 #: Run time assumed for a model the registry does not know (only a prior: one run replaces it).
 UNKNOWN_MODEL_RUN_SECONDS: Final = 15.0
+#: The spread assumed for a model the registry does not know (a log standard deviation).
+UNKNOWN_MODEL_RUN_SPREAD: Final = 0.15
 
 
 def _checked_priors(value: Mapping[str, float]) -> dict[str, float]:
@@ -49,6 +51,18 @@ def _checked_priors(value: Mapping[str, float]) -> dict[str, float]:
 
 def _frozen_priors(value: Mapping[str, float]) -> Mapping[str, float]:
     return MappingProxyType(_checked_priors(value))
+
+
+def _checked_probes(value: Sequence[float]) -> tuple[float, ...]:
+    probes = tuple(value)
+    for fraction in probes:
+        if not (isinstance(fraction, int | float) and 0 < fraction < 1):
+            raise ValidationError(
+                "cold_probes", f"each must be a fraction between 0 and 1, not {fraction!r}"
+            )
+    if list(probes) != sorted(set(probes)):
+        raise ValidationError("cold_probes", f"must be increasing, not {probes!r}")
+    return probes
 
 
 @attrs.frozen
@@ -67,10 +81,15 @@ class PollPolicy:
             the model's median run time, for run times that spread by 5 % (a log standard
             deviation of 0.05); it grows with the square root of a wider spread. Smaller notices
             the end sooner and spends more polls.
-        cold_growth: while a model's run time is still unknown, wait this fraction of the time
-            the task has run so far before the next poll, so the delay in noticing the end stays
-            at most that fraction of the run time, however long it turns out to be.
-        overrun_growth: the same fraction once a task runs past its likely window.
+        cold_end_spacing: ``end_spacing`` for a model's first task, while its run time is the
+            registry's guess: a little coarser, since one task pays it, not every task.
+        cold_probes: while a model's run time is still unknown (its first task), poll at these
+            fractions of the registry's typical run time before its early quantile: cheap
+            insurance for a model that runs far faster than the registry says (an emulator at a
+            time scale). Empty: none.
+        overrun_growth: once a task runs past its likely window, wait at most this fraction of
+            the time it has run so far, so a task that runs far longer than expected is still
+            noticed within that fraction of its run time.
         error_backoff: the first wait after a failed poll (429, 5xx, lost connection) that
             came without ``Retry-After``; it doubles with every further failure in a row.
         error_backoff_max: the longest such wait.
@@ -89,13 +108,14 @@ class PollPolicy:
     first_poll: float | None = attrs.field(
         default=None, validator=non_negative("first_poll", optional=True)
     )
-    min_interval: float = attrs.field(default=0.1, validator=positive("min_interval"))
+    min_interval: float = attrs.field(default=0.04, validator=positive("min_interval"))
     max_interval: float = attrs.field(default=5.0, validator=positive("max_interval"))
     deadline: float | None = attrs.field(
         default=None, validator=non_negative("deadline", optional=True)
     )
-    end_spacing: float = attrs.field(default=0.015, validator=positive("end_spacing"))
-    cold_growth: float = attrs.field(default=0.2, validator=positive("cold_growth"))
+    end_spacing: float = attrs.field(default=0.013, validator=positive("end_spacing"))
+    cold_end_spacing: float = attrs.field(default=0.02, validator=positive("cold_end_spacing"))
+    cold_probes: tuple[float, ...] = attrs.field(default=(0.1,), converter=_checked_probes)
     overrun_growth: float = attrs.field(default=0.1, validator=positive("overrun_growth"))
     error_backoff: float = attrs.field(default=0.5, validator=positive("error_backoff"))
     error_backoff_max: float = attrs.field(default=8.0, validator=positive("error_backoff_max"))
@@ -180,7 +200,8 @@ class RunTimeStats:
         window: how many recent run times per model to learn from.
         prior_log_sigma: the spread assumed before observations outweigh it.
         prior_weight: how many observations the assumed spread counts as.
-        cold_log_sigma: the spread reported while nothing is observed (the prior is a guess).
+        cold_log_sigma: the spread reported while nothing is observed; ``None`` (the default)
+            takes the registry's ``run_time_spread`` of the model.
         min_log_sigma: the narrowest spread ever reported.
 
     Example:
@@ -195,7 +216,7 @@ class RunTimeStats:
     window: int = attrs.field(default=64, validator=attrs.validators.ge(2))
     prior_log_sigma: float = 0.1
     prior_weight: float = 1.0
-    cold_log_sigma: float = 0.25
+    cold_log_sigma: float | None = None
     min_log_sigma: float = 0.02
     _models: dict[str, _ModelRunTimes] = attrs.field(init=False, factory=dict, repr=False)
 
@@ -222,7 +243,7 @@ class RunTimeStats:
         """The current estimate of ``model``'s run time (the registry's prior until one is seen)."""
         runs = self._models.get(model)
         if runs is None or not runs.logs:
-            return RunTimeEstimate(model, self.prior(model), self.cold_log_sigma, 0)
+            return RunTimeEstimate(model, self.prior(model), self.prior_spread(model), 0)
         if runs.estimate is None:
             runs.estimate = self._estimate(model, runs.logs)
         return runs.estimate
@@ -234,6 +255,13 @@ class RunTimeStats:
             return typical
         spec = MODELS.get(model)
         return spec.typical_run_seconds if spec is not None else UNKNOWN_MODEL_RUN_SECONDS
+
+    def prior_spread(self, model: str) -> float:
+        """The run-time spread (log standard deviation) assumed before any run is observed."""
+        if self.cold_log_sigma is not None:
+            return self.cold_log_sigma
+        spec = MODELS.get(model)
+        return spec.run_time_spread if spec is not None else UNKNOWN_MODEL_RUN_SPREAD
 
     def _estimate(self, model: str, logs: deque[float]) -> RunTimeEstimate:
         n = len(logs)
@@ -253,30 +281,38 @@ class PollPlanner:
     estimated as a lognormal with median ``m`` and log spread ``s`` (``RunTimeStats``), let
     ``z = ln(t / m) / s`` be how unusual ending now would be. The schedule:
 
-    1. **Sleep through the unlikely start.** Once the model's run time is learned, nothing is
-       polled before the early quantile ``low = m * exp(-2 s)`` (about 2.3 % of runs end
-       sooner): one sleep replaces the ladder of useless early polls a fixed schedule spends.
+    1. **Sleep through the unlikely start.** Nothing is polled before the early quantile
+       ``low = m * exp(-2 s)`` (about 2.3 % of runs end sooner): one sleep replaces the ladder
+       of useless early polls a fixed schedule spends.
     2. **Poll densely where the end is likely.** From there the gap is
-       ``end_spacing * m * sqrt(s / 0.05) * exp(z**2 / 4)``. Gaps in proportion to
-       ``1 / sqrt(density)`` of the end time are what minimise the expected delay in noticing
-       the end for a given number of polls; the ``sqrt(s)`` factor balances the two costs when
-       the spread differs from the 5 % the default is tuned for. For a 15 s model with a 5 %
-       spread the gap is 0.23 s at the median: the end is noticed about 0.16 s late on
-       average (1 % of the run) for about 6 polls per task, where the SDK's ladder spends 8
-       and is up to 4 s late.
+       ``end_spacing * m * sqrt(s / 0.05) * sqrt(2 S(z) / f(z)) * f(0)**0.5`` with ``f`` the
+       standard normal density and ``S`` its survival (``erfc(z / sqrt 2) / 2``), which is
+       ``sqrt(erfc(z / sqrt 2)) * exp(z**2 / 4)``. A poll at ``t`` costs only if the task is
+       still running then (``S``) and saves lag in proportion to how likely the end is near
+       it (``f``): gaps in proportion to ``sqrt(S / f)`` (one over the square root of the
+       hazard) minimise the expected delay in noticing the end for the expected number of
+       polls. The ``sqrt(s)`` factor balances the two costs when the spread differs from the
+       5 % the default is tuned for. For a 15 s model with a 5 % spread the gap is 0.2 s at
+       the median: the end is noticed about 0.12 s late on average (under 1 % of the run)
+       for about 6 to 7 polls per task, where the SDK's ladder spends 8 and is up to 4 s
+       late. Past ``high`` (``z > 2``) the ``S`` factor stays at its value there.
     3. **Back off on an overrun.** The gap never exceeds ``overrun_growth * t`` (10 %):
        in the tails ``exp(z**2 / 4)`` grows fast, so a task that runs unusually long is
        polled less and less often but still noticed within 10 % of its run time.
-    4. **Cold start.** While nothing is learned about a model, the same rule runs around the
-       registry's typical run time with a wide spread (``RunTimeStats.cold_log_sigma``) and
-       with ``cold_growth * t`` (20 %) as the cap and no sleep to ``low``: polls land at
-       geometrically growing times until the typical run time nears, so a model that runs far
-       faster (an emulator at ``time_scale=0.1``) or slower than the registry says is still
-       noticed within 20 % of its run time. This costs about 12 to 30 polls, once per model.
+    4. **A warm first task.** Before the first run of a model is observed, the same rule runs
+       around the registry's typical run time and spread (``ModelSpec.typical_run_seconds``,
+       ``ModelSpec.run_time_spread``: 15 s and 8 % for style repaint), with the coarser
+       ``cold_end_spacing``, plus one probe at a tenth of the typical run time
+       (``cold_probes``) in case the model runs far faster than the registry says. A first
+       15 s task costs about 6 polls (at most 10 for 19 runs in 20) and is noticed about
+       0.2 s late; a far faster model is noticed at the probe or at ``low``, a far slower one
+       by rule 3. One observed run replaces the guess.
 
-    Every gap is kept within ``[min_interval, max_interval]``, except the sleep to ``low``,
-    which may be longer (nothing is expected before it); no delay runs past the job's
-    deadline. A task not known to be running (``since_running`` is ``None``: PENDING behind
+    Every gap is kept within ``[min_interval, max_interval]``, except the sleeps to a probe and
+    to ``low``, which may be longer (nothing is expected before them). ``min_interval`` (40 ms)
+    lets short tasks be polled densely where they end: a 1 s task is noticed about 20 ms late
+    with 4 to 6 polls, within the account's poll budget, which the limiter keeps. No delay runs
+    past the job's deadline. A task not known to be running (``since_running`` is ``None``: PENDING behind
     another task) is polled every tenth of the median run time; a SUSPENDED one every
     ``max_interval``.
 
@@ -314,6 +350,8 @@ class PollPlanner:
         since_running: float | None,
         status: TaskStatus,
         polls_so_far: int,
+        queued_ahead: bool = False,
+        runs_before_start: int = 1,
     ) -> float:
         """Seconds to wait before the next poll of one task.
 
@@ -325,6 +363,15 @@ class PollPlanner:
                 it RUNNING); ``None`` when it is not known to run.
             status: the status the last poll returned (``PENDING`` before the first poll).
             polls_so_far: how many polls of this task were answered so far.
+            queued_ahead: its model queues tasks ahead (``ModelLimits.queue_ahead``): the
+                service starts the next task the moment this one ends, so noticing the end
+                late costs the slot nothing, and polls only collect results. Once the model's
+                run time is known, such a task is polled once at the late quantile ``high``
+                of its run (then by rule 3), and
+                while it waits PENDING, first after ``runs_before_start`` median run times
+                (the tasks ahead of it), then every quarter of one.
+            runs_before_start: with ``queued_ahead``, how many run times of the model's slots
+                pass before a PENDING task starts (1: it waits behind the running ones).
 
         Returns:
             The delay in seconds (0 for a terminal status, or once the deadline has passed).
@@ -338,7 +385,16 @@ class PollPlanner:
         if status is TaskStatus.SUSPENDED:
             delay = policy.max_interval
         elif since_running is None:
-            delay = self._clamp(0.1 * estimate.median)
+            if queued_ahead:
+                # Behind a running task: it starts when that one ends, about a run time away.
+                runs = max(runs_before_start, 1) if polls_so_far == 0 else 0.25
+                delay = max(runs * estimate.median, policy.min_interval)
+            else:
+                delay = self._clamp(0.1 * estimate.median)
+        elif queued_ahead and estimate.known:
+            # Only once the run time is known: noticing an end late is free only while the task
+            # queued behind is still running, and a guessed run time may be far off.
+            delay = self._collecting_delay(estimate, max(since_running, 0.0))
         else:
             delay = self._running_delay(estimate, max(since_running, 0.0))
         return self._before_deadline(delay, since_submit)
@@ -369,18 +425,37 @@ class PollPlanner:
         policy = self.policy
         median = estimate.median
         sigma = estimate.log_sigma
-        if estimate.known:
-            low = estimate.low
-            if elapsed < low - policy.min_interval:
-                return low - elapsed
-            growth = policy.overrun_growth
-        else:
-            growth = policy.cold_growth
+        low = estimate.low
+        if elapsed < low - policy.min_interval:
+            return self._sleep_until(estimate, elapsed, low)
         z = math.log(max(elapsed, 1e-9) / median) / sigma
-        # exp() of a large z would overflow; the growth cap wins long before that.
+        # 1 / sqrt(f) of the end time, 1 at the median; exp() of a large z would overflow, and
+        # the growth cap wins long before that.
         spread = math.exp(min(z * z / 4.0, 50.0))
-        gap = policy.end_spacing * median * math.sqrt(sigma / REFERENCE_LOG_SIGMA) * spread
-        return self._clamp(min(gap, growth * elapsed))
+        if estimate.known:
+            # sqrt(S): denser where the task is less likely to still be running (see above).
+            spread *= math.sqrt(math.erfc(min(z, WINDOW_Z) / math.sqrt(2.0)))
+            spacing = policy.end_spacing
+        else:
+            spacing = policy.cold_end_spacing
+        gap = spacing * median * math.sqrt(sigma / REFERENCE_LOG_SIGMA) * spread
+        return self._clamp(min(gap, policy.overrun_growth * elapsed))
+
+    def _collecting_delay(self, estimate: RunTimeEstimate, elapsed: float) -> float:
+        policy = self.policy
+        high = estimate.high
+        if elapsed < high - policy.min_interval:
+            return high - elapsed
+        return self._clamp(policy.overrun_growth * elapsed)
+
+    def _sleep_until(self, estimate: RunTimeEstimate, elapsed: float, until: float) -> float:
+        """The sleep to ``until``, cut short by a first task's next probe, if one comes first."""
+        if not estimate.known:
+            for fraction in self.policy.cold_probes:
+                probe = fraction * estimate.median
+                if elapsed + self.policy.min_interval < probe < until:
+                    return probe - elapsed
+        return until - elapsed
 
     def _clamp(self, delay: float) -> float:
         policy = self.policy

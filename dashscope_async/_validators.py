@@ -14,7 +14,7 @@ import attrs
 
 from ._errors import ValidationError
 
-__all__ = ["at_least_one", "non_negative", "positive"]
+__all__ = ["at_least_one", "non_negative", "positive", "whole_number"]
 
 
 def _is_number(value: object) -> bool:
@@ -53,5 +53,15 @@ def at_least_one(field: str) -> Any:
     def check(_instance: object, _attribute: attrs.Attribute[Any], value: int) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValidationError(field, f"must be a whole number of at least 1, not {value!r}")
+
+    return check
+
+
+def whole_number(field: str) -> Any:
+    """A whole number of at least 0 (not a bool)."""
+
+    def check(_instance: object, _attribute: attrs.Attribute[Any], value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValidationError(field, f"must be a whole number of at least 0, not {value!r}")
 
     return check

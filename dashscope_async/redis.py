@@ -293,6 +293,7 @@ class RedisLimiter:
         self._redis, self._owns_client, self._address = connect(url_or_client)
         self.namespace = namespace
         self.limits = limits if limits is not None else Limits()
+        self._queue_ahead_stopped: set[str] = set()
         self.lease_ttl = lease_ttl
         self.heartbeat = heartbeat
         self.slot_poll_interval = slot_poll_interval
@@ -389,6 +390,11 @@ class RedisLimiter:
         )
         logger.info("%s throttled: every worker pauses %.3f s", model, in_force_ms / 1000)
         return in_force_ms / 1000
+
+    def stop_queue_ahead(self, model: str) -> None:
+        """This worker takes ``max_in_progress`` slots of ``model`` at most from now on (a slot
+        already held is kept until its holder leaves)."""
+        self._queue_ahead_stopped.add(model)
 
     def submit_succeeded(self, model: str) -> None:
         """A submit was accepted: the next 429 starts the backoff afresh (in this process)."""
@@ -514,7 +520,9 @@ class RedisLimiter:
     async def _take_slot(self, lease: RedisSlotLease) -> None:
         spec = self.limits.for_model(lease.model)
         key = self._model_key(lease.model, "slots")
-        args = [lease.token, spec.max_in_progress, round(self.lease_ttl * 1000)]
+        # Tasks queued ahead hold slots too, counted across every worker.
+        capacity = spec.max_in_progress if lease.model in self._queue_ahead_stopped else spec.slots
+        args = [lease.token, capacity, round(self.lease_ttl * 1000)]
         queue = self._slot_queues.setdefault(lease.model, anyio.Lock())
         async with queue:
             while wait_ms := await self._call(self._acquire, [key], args):

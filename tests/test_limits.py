@@ -478,10 +478,29 @@ async def test_polls_keep_to_the_account_budget() -> None:
             tg.start_soon(poller, index)
     assert len(turns) == 30
     assert max_in_any_window(turns) == 10
+    # Bursts are allowed: ten at once, then the next ten a second later.
     ordered = sorted(turns)
-    assert all(b - a >= 0.1 - EPSILON for a, b in itertools.pairwise(ordered))
-    assert ordered[-1] == pytest.approx(2.9)
+    assert ordered[9] == pytest.approx(0.0)
+    assert ordered[10] == pytest.approx(1.0)
+    assert ordered[-1] == pytest.approx(2.0)
     assert limiter.polls_granted == 30
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("rate", "window_seconds", "allowed"), [(2.5, 1.0, 2), (0.5, 2.0, 1)])
+async def test_a_fractional_poll_rate_is_kept_in_every_window(
+    rate: float, window_seconds: float, allowed: int
+) -> None:
+    limiter = LocalLimiter(Limits(poll_rate=rate))
+    start = anyio.current_time()
+    turns: list[float] = []
+    for _ in range(12):
+        await limiter.poll_turn()
+        turns.append(anyio.current_time() - start)
+    assert max_in_any_window(turns, window_seconds) <= allowed
+    # The budget is used, not paced away: a burst of what the window allows, then a wait.
+    assert turns[:allowed] == [0.0] * allowed
+    assert turns[allowed] == pytest.approx(window_seconds)
 
 
 @pytest.mark.anyio
@@ -491,7 +510,7 @@ async def test_polls_and_submissions_do_not_wait_for_each_other() -> None:
     await limiter.submit_turn(REPAINT)
     await limiter.poll_turn()
     await limiter.poll_turn()
-    assert anyio.current_time() - start == pytest.approx(0.1)
+    assert anyio.current_time() - start == pytest.approx(0.0)
 
 
 # --- introspection ------------------------------------------------------------------------------
@@ -539,3 +558,29 @@ async def test_limiter_closes_as_a_context_manager() -> None:
     async with LocalLimiter() as limiter:
         await limiter.submit_turn(REPAINT)
     await limiter.aclose()  # closing twice is harmless
+
+
+# --- queue-ahead slots --------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_slots_count_tasks_queued_ahead_and_shrink_when_it_stops() -> None:
+    limits = Limits.default().with_model(REPAINT, queue_ahead=2)
+    limiter = LocalLimiter(limits)
+    async with limiter.slot(REPAINT), limiter.slot(REPAINT):
+        assert limiter.state(REPAINT).in_progress == 2
+        # One free slot left of three: shrinking to one takes it at once, and one held slot
+        # when its holder leaves.
+        limiter.stop_queue_ahead(REPAINT)
+        assert limiter.state(REPAINT).max_in_progress == 1
+        assert limiter.state(REPAINT).in_progress == 2
+        with anyio.move_on_after(0.1) as waited:
+            async with limiter.slot(REPAINT):
+                pass
+        assert waited.cancelled_caught
+    assert limiter.state(REPAINT).in_progress == 0
+    async with limiter.slot(REPAINT):
+        with anyio.move_on_after(0.1) as waited:
+            async with limiter.slot(REPAINT):
+                pass
+        assert waited.cancelled_caught  # one slot from now on

@@ -207,6 +207,53 @@ async def test_slots_up_to_the_limit_across_workers(server: RedisServer) -> None
     assert peak == 2
 
 
+def queueing_limits() -> Limits:
+    return fast_limits().replace(
+        models={MODEL: ModelLimits(submit_rate=RATE, max_in_progress=1, queue_ahead=1)}
+    )
+
+
+async def test_tasks_queued_ahead_hold_slots_across_workers(server: RedisServer) -> None:
+    holding = 0
+    peak = 0
+
+    async def hold(limiter: RedisLimiter) -> None:
+        nonlocal holding, peak
+        async with limiter.slot(MODEL):
+            holding += 1
+            peak = max(peak, holding)
+            await anyio.sleep(0.05)
+            holding -= 1
+
+    async with (
+        workers(server, 3, limits=queueing_limits(), slot_poll_interval=0.01) as limiters,
+        anyio.create_task_group() as group,
+    ):
+        for limiter in limiters:
+            group.start_soon(hold, limiter)
+            group.start_soon(hold, limiter)
+    # One running and one queued ahead, counted in Redis for every worker.
+    assert peak == 2
+
+
+async def test_a_worker_that_stopped_queueing_ahead_takes_the_running_slot_only(
+    server: RedisServer,
+) -> None:
+    async with workers(server, 2, limits=queueing_limits(), slot_poll_interval=0.01) as (
+        stopped,
+        other,
+    ):
+        stopped.stop_queue_ahead(MODEL)
+        async with other.slot(MODEL):
+            with anyio.move_on_after(0.2) as waited:
+                async with stopped.slot(MODEL):
+                    pass
+            assert waited.cancelled_caught
+            with anyio.fail_after(1):
+                async with other.slot(MODEL):  # the other still queues one ahead
+                    pass
+
+
 async def test_waiters_in_one_process_are_served_in_arrival_order(server: RedisServer) -> None:
     order: list[int] = []
 

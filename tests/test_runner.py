@@ -48,8 +48,9 @@ async def test_every_job_gets_one_outcome_within_the_limits() -> None:
 @virtual_time
 async def test_models_run_side_by_side() -> None:
     fake = FakeClient(run_seconds=10.0)
+    poll = ds.PollPolicy(run_time_priors={REPAINT: 10.0, SKETCH: 10.0})
     start = anyio.current_time()
-    async with ds.AsyncTaskRunner(fake.as_client()) as runner:
+    async with ds.AsyncTaskRunner(fake.as_client(), poll=poll) as runner:
         await collect(runner.map([repaint(), sketch()]))
     # One slot per model, not one in total: both finish in about one run time.
     assert anyio.current_time() - start < 12.0

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 
 import dashscope_async as ds
 from dashscope_async.testing import Emulator, EmulatorConfig, Fault
+from tests.slot_use import client_utilisation
 from tests.virtual_time import virtual_time
 
 REPAINT = ds.STYLE_REPAINT.name
@@ -236,3 +237,62 @@ def test_leaving_stops_everything_promptly(leave: str) -> None:
 
     scenario("asyncio")
     scenario("trio")
+
+
+# --- polling at the limit: a warm first task, short tasks -----------------------------------------
+
+
+@virtual_time
+async def test_the_first_task_of_a_model_is_polled_from_the_registry_s_run_time() -> None:
+    """Nothing learned yet: at most 10 polls and half a second late, from the registry's 15 s."""
+    for seed in range(6):
+        emulator = Emulator(EmulatorConfig(seed=seed, render_results=False))
+        async with emulator.client() as client, ds.AsyncTaskRunner(client) as runner:
+            outcomes = [o async for o in runner.map(repaints(emulator, 2))]
+        first = next(o for o in outcomes if o.index == 0)
+        assert first.ok and first.task_id is not None
+        assert emulator.stats.polls[first.task_id] <= 10
+        assert emulator.stats.detection_lag[first.task_id] <= 0.5
+
+
+@virtual_time
+async def test_twenty_15_s_tasks_keep_the_slot_99_percent_busy() -> None:
+    emulator = Emulator(EmulatorConfig(seed=2, render_results=False))
+    await _twenty_tasks_keep_the_slot_busy(emulator)
+
+
+@virtual_time
+async def test_twenty_15_s_tasks_of_uniform_run_time_keep_the_slot_99_percent_busy() -> None:
+    # The polls per task vary with the drawn run times (about 5 to 8 over seeds 0-9).
+    config = EmulatorConfig(seed=5, render_results=False).with_model(
+        REPAINT, run_distribution="uniform", run_jitter=0.1
+    )
+    await _twenty_tasks_keep_the_slot_busy(Emulator(config), utilisation=0.985)
+
+
+async def _twenty_tasks_keep_the_slot_busy(emulator: Emulator, utilisation: float = 0.99) -> None:
+    async with emulator.client() as client, ds.AsyncTaskRunner(client) as runner:
+        outcomes = [o async for o in runner.map(repaints(emulator, 20))]
+    assert all(o.ok for o in outcomes)
+    stats = emulator.stats
+    assert client_utilisation(emulator, REPAINT) >= utilisation
+    # Every poll of the batch, the first task's included.
+    assert sum(stats.polls.values()) / 20 <= 7
+    assert stats.throttled == 0
+
+
+@virtual_time
+async def test_short_tasks_use_the_poll_budget_to_keep_the_slot_busy() -> None:
+    """1 s tasks, uniform +-10 %: polled densely where they end, within 10 polls in any second."""
+    config = EmulatorConfig(seed=4, render_results=False).with_model(
+        REPAINT, run_seconds=1.0, run_distribution="uniform", run_jitter=0.1
+    )
+    emulator = Emulator(config)
+    poll = ds.PollPolicy(run_time_priors={REPAINT: 1.0})
+    async with emulator.client() as client, ds.AsyncTaskRunner(client, poll=poll) as runner:
+        outcomes = [o async for o in runner.map(repaints(emulator, 20))]
+    assert all(o.ok for o in outcomes)
+    stats = emulator.stats
+    assert client_utilisation(emulator, REPAINT) >= 0.97
+    assert stats.max_task_requests_in_any_window(1.0) <= 10
+    assert stats.throttled == 0

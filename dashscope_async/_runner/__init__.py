@@ -10,6 +10,7 @@ Modules, each read in one sitting:
 ``_service``     ``TaskService``, the calls the runner makes (``AsyncDashScope`` implements it)
 ``_pipeline``    the stages of one job, in order
 ``_reconcile``   what became of a submit that got no answer: the proof and adoption rules
+``_queue_ahead`` which models keep a task waiting PENDING behind the running one, and when not
 ``_journaling``  what is written to the journal, and when
 ``_batch``       ``Batch``: one ``map`` call's task group, its outcomes, and stopping it
 ``_lifecycle``   ``AsyncTaskRunner``: its task group, entry points, one outcome per job
@@ -20,6 +21,7 @@ Each invariant has one owner:
 |---|---|
 | exactly one ``Outcome`` per job; anything raised inside a job is that job's outcome | ``_lifecycle.AsyncTaskRunner._run_job`` |
 | tasks in progress never exceed the limit | the limiter's slots (``_limits.SlotPool``, ``redis``) |
+| tasks waiting PENDING never exceed ``queue_ahead``; a refused one turns it off for the model | the limiter's slots (``ModelLimits.slots``) and ``_queue_ahead.QueueAhead`` |
 | submissions per second never exceed the rate; a 429 pauses the model for all | the limiter's pacer and cool-down (``_limits``) |
 | polls, list reads and cancels stay inside the poll budget | ``Limiter.poll_turn``, taken once per request sent, retries included (``_poll_loop``; the client's ``meter=`` / ``before_page``) |
 | one retry policy: what is transient per request kind, the backoff, the Retry-After cap | ``_retry`` |

@@ -187,6 +187,11 @@ class JobState:
     submit_unanswered: bool = False
     replayed: bool = False
     result: TaskResult | None = None
+    #: Its task (sent, adopted or known) is counted by the runner's ``QueueAhead``.
+    counted: bool = False
+    #: Its submit went while the model's running slots were full: it waits PENDING behind
+    #: this many run times of the slots (0: it went into a free slot).
+    queued_ahead: int = 0
 
     @property
     def model(self) -> str:

@@ -31,6 +31,7 @@ from ._batch import Batch, BatchWork
 from ._jobs import Job, JobHandle, JobState, JobStatus, Outcome, Turnstile
 from ._journaling import JobJournal
 from ._pipeline import JobEvents, JobPipeline
+from ._queue_ahead import QueueAhead
 from ._reconcile import Reconciler, ReconcileRules
 from ._service import TaskService
 
@@ -135,6 +136,7 @@ class AsyncTaskRunner:
             planner=PollPlanner(poll_policy),
             download_dir=None if download_dir is None else Path(download_dir),
             events=JobEvents(self._events),
+            queue_ahead=QueueAhead(self._limiter),
         )
         self._task_group: TaskGroup | None = None
         self._active: set[JobState] = set()

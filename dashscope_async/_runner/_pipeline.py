@@ -47,6 +47,7 @@ from .._polling import PollPlanner, PollPolicy
 from .._submits import SubmitTicket
 from ._jobs import JobState, JobStatus, Turnstile
 from ._journaling import JobJournal
+from ._queue_ahead import QueueAhead
 from ._reconcile import Reconciler
 from ._service import TaskService
 
@@ -160,6 +161,7 @@ class JobPipeline:
     planner: PollPlanner
     download_dir: Path | None
     events: JobEvents
+    queue_ahead: QueueAhead
     turnstiles: dict[str, Turnstile] = attrs.field(factory=dict)
 
     def _emit(
@@ -205,10 +207,12 @@ class JobPipeline:
                         task = await self.submit(state, prepared or await self.prepare(state))
                     else:
                         task = known
+                        self._count(state)
                     await self.record(state, task)
                     info = await self.poll(state, task)
                     billed = info.billed_images
                 finally:
+                    self._uncount(state)
                     await budget.settle(billed)
             result = state.result = result_or_raise(info)
             return result, await self.save(state, result)
@@ -244,15 +248,19 @@ class JobPipeline:
         record = self.limiter.submits
         lost = 0
         while True:
+            await self.queue_ahead.wait_for_turn(model)
             await self.limiter.submit_turn(model)
             # A job cancelled while it waited (its batch was dropped) sends nothing.
             await anyio.lowlevel.checkpoint_if_cancelled()
+            if self.queue_ahead.blocked(model):
+                continue  # another job took the running slot that freed meanwhile
             # Written after the turn, just before the send: a ticket is unanswered only while
             # its submit may really be on its way (one round trip to a shared record).
             sent_at = self.service.clock.wall()
             await self.journal.intent(state, sent_at)
             ticket = await record.sent(model, sent_at, self.journal.submit_token(state, sent_at))
             state.status = JobStatus.SUBMITTING
+            self._count(state)
             try:
                 # Once sent, a submit must finish: only its answer tells whether a task exists.
                 with anyio.CancelScope(shield=True):
@@ -262,13 +270,21 @@ class JobPipeline:
                     )
             except RateLimitError as exc:
                 await self._no_task(ticket, state)
-                pause = await self.limiter.throttled(model, exc.retry_after)
                 state.status = JobStatus.QUEUED
+                if state.queued_ahead:
+                    # Refused while the slots were full: a service that does not queue. No
+                    # pause for everyone; this job waits for a running slot of its own.
+                    state.queued_ahead = 0
+                    if self.queue_ahead.refused(model):
+                        self._emit(EventKind.QUEUE_AHEAD_OFF, state, error=str(exc))
+                    continue
+                pause = await self.limiter.throttled(model, exc.retry_after)
                 self._emit(EventKind.THROTTLED, state, delay=pause)
                 continue
             except AmbiguousSubmitError as exc:
                 adopted = await self._reconcile(state, ticket, exc.sent_at)
                 if adopted is None:
+                    self._uncount(state)
                     lost += 1
                     if lost >= MAX_LOST_SUBMITS:
                         raise APIConnectionError(
@@ -293,6 +309,18 @@ class JobPipeline:
         with anyio.CancelScope(shield=True):
             await self.limiter.submits.answered(ticket, None)
         state.submit_unanswered = False
+        self._uncount(state)
+
+    def _count(self, state: JobState) -> None:
+        """The job's task exists or may exist from now on: count it for queue-ahead."""
+        if not state.counted:
+            state.counted = True
+            state.queued_ahead = self.queue_ahead.sending(state.model)
+
+    def _uncount(self, state: JobState) -> None:
+        if state.counted:
+            state.counted = False
+            self.queue_ahead.gone(state.model)
 
     async def _reconcile(
         self, state: JobState, ticket: SubmitTicket, last_sent: datetime
@@ -326,7 +354,16 @@ class JobPipeline:
         deadline = self.poll_policy.deadline
         try:
             return await poll_until_done(
-                TaskPoll(task.task_id, state.model, task.status, submitted_at=state.submitted_at),
+                TaskPoll(
+                    task.task_id,
+                    state.model,
+                    task.status,
+                    submitted_at=state.submitted_at,
+                    # A task queued ahead waits PENDING: it does not run from its submission.
+                    seen_pending=state.queued_ahead > 0,
+                    queued_ahead=self.queue_ahead.enabled(state.model),
+                    runs_before_start=state.queued_ahead,
+                ),
                 service=self.service,
                 planner=self.planner,
                 clock=self.service.clock,
@@ -421,6 +458,8 @@ class _JobPollObserver:
 
     def answered(self, poll: TaskPoll, info: TaskInfo, *, started_running: bool) -> None:
         self.state.polls = poll.polls
+        # Queue-ahead may have been turned off meanwhile: then noticing the end counts again.
+        poll.queued_ahead = self.pipeline.queue_ahead.enabled(self.state.model)
         if info.status is TaskStatus.PENDING:
             self.state.status = JobStatus.PENDING
         elif started_running:
