@@ -34,6 +34,7 @@ from ._progress import short_model, short_task_id
 __all__ = [
     "STATUSES",
     "STILL_RUNNING",
+    "UNSAVED",
     "JobRecord",
     "ModelUtilisation",
     "plural",
@@ -50,6 +51,11 @@ STATUSES: Final = ("succeeded", "failed", "over-budget", "running", "canceled")
 STILL_RUNNING: Final = (
     "still running on the service; it may finish and be billed;"
     " run the same command again to collect it"
+)
+#: A job stopped after its task succeeded, before its images were saved.
+UNSAVED: Final = (
+    "its task succeeded (and was billed), but the run stopped before its images were saved;"
+    " run the same command again to save them"
 )
 
 
@@ -106,12 +112,19 @@ class JobRecord:
 def left_running(error: BaseException | None) -> bool:
     """True when the job stopped while its task may still run (and be billed) on the service."""
     if isinstance(error, JobCanceledError):
-        return error.task_id is not None and not error.canceled_on_service
+        return (
+            error.task_id is not None and not error.canceled_on_service and not error.task_succeeded
+        )
     return isinstance(error, TaskTimeoutError) and error.status is not TaskStatus.PENDING
 
 
+def _stopped_while_saving(error: BaseException | None) -> bool:
+    """True when the job's task succeeded (billed) and the job was stopped saving its images."""
+    return isinstance(error, JobCanceledError) and error.task_succeeded
+
+
 def _status(outcome: Outcome) -> str:
-    if outcome.ok:
+    if outcome.ok or _stopped_while_saving(outcome.error):
         return "succeeded"
     if left_running(outcome.error):
         return "running"
@@ -164,7 +177,10 @@ def record_from_outcome(
     else:
         seconds = round(outcome.seconds, 3) if outcome.finished_at else None
     error = None if outcome.error is None else str(outcome.error)
-    if status == "running":
+    error_code = _error_code(outcome.error)
+    if _stopped_while_saving(outcome.error):
+        error, error_code = UNSAVED, None
+    elif status == "running":
         error = STILL_RUNNING
     elif status == "canceled":
         error = (
@@ -181,7 +197,7 @@ def record_from_outcome(
         task_id=outcome.task_id,
         files=tuple(os.fspath(path) for path in outcome.files),
         error=error,
-        error_code=_error_code(outcome.error),
+        error_code=error_code,
         seconds=seconds,
         images=0 if outcome.result is None else len(outcome.result.images),
         replayed=replayed,
