@@ -48,6 +48,7 @@ from dashscope_async.cli._progress import BatchProgress
 from dashscope_async.cli._report import (
     STILL_RUNNING,
     UNSAVED,
+    UNSAVED_NO_JOURNAL,
     record_from_outcome,
     utilisation,
     write_results,
@@ -420,6 +421,11 @@ def test_records_say_how_each_job_ended(tmp_path: Path) -> None:
     ]
     assert records[4].error == UNSAVED and records[4].images == 1 and not records[4].files
     assert records[5].error == STILL_RUNNING
+    # Without a journal, running the command again would pay for a new task: it never says so.
+    unjournaled = record_from_outcome(outcomes[4], journaled=False)
+    assert unjournaled.status == "succeeded"
+    assert unjournaled.error == UNSAVED_NO_JOURNAL.format(task_id="t5")
+    assert "tasks get t5" in unjournaled.error
     assert records[0].files == (str(tmp_path / "a-0.png"),) and records[0].images == 1
     assert records[1].error_code == "InternalError.Algo"
     assert records[2].error_code == "BudgetExceededError"

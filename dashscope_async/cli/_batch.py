@@ -379,6 +379,7 @@ async def run_jobs(
                             line=spec.line,
                             replayed=index in replayed,
                             earlier_seconds=earlier_seconds,
+                            journaled=journal is not None,
                         )
                         outcomes[index], records[index] = outcome, record
                         progress.settle(

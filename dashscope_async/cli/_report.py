@@ -35,6 +35,7 @@ __all__ = [
     "STATUSES",
     "STILL_RUNNING",
     "UNSAVED",
+    "UNSAVED_NO_JOURNAL",
     "JobRecord",
     "ModelUtilisation",
     "plural",
@@ -52,10 +53,16 @@ STILL_RUNNING: Final = (
     "still running on the service; it may finish and be billed;"
     " run the same command again to collect it"
 )
-#: A job stopped after its task succeeded, before its images were saved.
+#: A job stopped after its task succeeded, before its images were saved (a journal resumes it).
 UNSAVED: Final = (
     "its task succeeded (and was billed), but the run stopped before its images were saved;"
     " run the same command again to save them"
+)
+#: The same without a journal (a template for the task id): running the command again would
+#: pay for a new task.
+UNSAVED_NO_JOURNAL: Final = (
+    "its task succeeded (and was billed), but the run stopped before its images were saved;"
+    " `dashscope-async tasks get {task_id}` shows their URLs (valid 24 hours)"
 )
 
 
@@ -164,12 +171,14 @@ def record_from_outcome(
     line: int | None = None,
     replayed: bool = False,
     earlier_seconds: Mapping[str, float] | None = None,
+    journaled: bool = True,
 ) -> JobRecord:
     """The results-file record of one outcome.
 
     Args:
         replayed: the job was replayed from the journal (an earlier run finished it).
         earlier_seconds: durations by task id from an earlier results file, for replayed jobs.
+        journaled: the run keeps a journal (running it again resumes, paying nothing twice).
     """
     status = _status(outcome)
     if replayed:
@@ -179,7 +188,8 @@ def record_from_outcome(
     error = None if outcome.error is None else str(outcome.error)
     error_code = _error_code(outcome.error)
     if _stopped_while_saving(outcome.error):
-        error, error_code = UNSAVED, None
+        unsaved = UNSAVED if journaled else UNSAVED_NO_JOURNAL.format(task_id=outcome.task_id)
+        error, error_code = unsaved, None
     elif status == "running":
         error = STILL_RUNNING
     elif status == "canceled":
