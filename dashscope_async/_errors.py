@@ -385,13 +385,16 @@ class AmbiguousSubmitError(DashScopeError):
 
 
 class JobCanceledError(DashScopeError):
-    """The job was cancelled on our side: by ``handle.cancel()``, by leaving ``map`` early, or by
-    leaving the runner.
+    """The job was cancelled on our side: by ``handle.cancel()``, ``runner.cancel_all()``, by
+    leaving ``map`` early, or by leaving the runner.
 
     Attributes:
         task_id: the task's id if it had been submitted, else None.
         canceled_on_service: True when the task was PENDING and the service confirmed the cancel;
             False for a task that was already RUNNING (it may still finish and be billed).
+        task_succeeded: True when the task had already SUCCEEDED (and is billed) and the job was
+            cancelled while saving its images; the outcome carries the result, and a journaled
+            batch run again saves them without a new task.
 
     Example:
         ```python
@@ -403,11 +406,17 @@ class JobCanceledError(DashScopeError):
     """
 
     def __init__(
-        self, message: str, *, task_id: str | None = None, canceled_on_service: bool = False
+        self,
+        message: str,
+        *,
+        task_id: str | None = None,
+        canceled_on_service: bool = False,
+        task_succeeded: bool = False,
     ) -> None:
         super().__init__(message)
         self.task_id = task_id
         self.canceled_on_service = canceled_on_service
+        self.task_succeeded = task_succeeded
 
 
 class JobError(DashScopeError):

@@ -45,7 +45,14 @@ from dashscope_async.cli._gallery import GalleryItem, render_gallery
 from dashscope_async.cli._manifest import parse_manifest
 from dashscope_async.cli._params import parse_budget, parse_since
 from dashscope_async.cli._progress import BatchProgress
-from dashscope_async.cli._report import record_from_outcome, utilisation, write_results
+from dashscope_async.cli._report import (
+    STILL_RUNNING,
+    UNSAVED,
+    UNSAVED_NO_JOURNAL,
+    record_from_outcome,
+    utilisation,
+    write_results,
+)
 from dashscope_async.cli._sample_images import write_sample_images
 from dashscope_async.cli._single import unique_keys
 
@@ -393,16 +400,39 @@ def test_records_say_how_each_job_ended(tmp_path: Path) -> None:
         Outcome(1, REPAINT, error=TaskFailedError(failed_task), task_id="t2", finished_at=3.0),
         Outcome(2, REPAINT, error=BudgetExceededError("over"), finished_at=3.0),
         Outcome(3, REPAINT, error=JobCanceledError("stop"), finished_at=3.0),
+        Outcome(
+            4,
+            REPAINT,
+            result=_result("t5", 0, 0, 2),
+            error=JobCanceledError("stopped saving", task_id="t5", task_succeeded=True),
+            task_id="t5",
+            finished_at=3.0,
+        ),
+        Outcome(5, REPAINT, error=JobCanceledError("stop", task_id="t6"), task_id="t6"),
     ]
     records = [record_from_outcome(o, line=o.index + 2) for o in outcomes]
-    assert [r.status for r in records] == ["succeeded", "failed", "over-budget", "canceled"]
+    assert [r.status for r in records] == [
+        "succeeded",
+        "failed",
+        "over-budget",
+        "canceled",
+        "succeeded",  # its task succeeded and was billed; only the images are missing
+        "running",
+    ]
+    assert records[4].error == UNSAVED and records[4].images == 1 and not records[4].files
+    assert records[5].error == STILL_RUNNING
+    # Without a journal, running the command again would pay for a new task: it never says so.
+    unjournaled = record_from_outcome(outcomes[4], journaled=False)
+    assert unjournaled.status == "succeeded"
+    assert unjournaled.error == UNSAVED_NO_JOURNAL.format(task_id="t5")
+    assert "tasks get t5" in unjournaled.error
     assert records[0].files == (str(tmp_path / "a-0.png"),) and records[0].images == 1
     assert records[1].error_code == "InternalError.Algo"
     assert records[2].error_code == "BudgetExceededError"
     results = tmp_path / "results.jsonl"
     write_results(results, reversed(records))
     lines = [json.loads(line) for line in results.read_text().splitlines()]
-    assert [line["index"] for line in lines] == [0, 1, 2, 3]
+    assert [line["index"] for line in lines] == [0, 1, 2, 3, 4, 5]
     assert lines[0]["key"] == "a" and lines[0]["task_id"] == "t1" and lines[0]["line"] == 2
     assert set(lines[0]) >= {"key", "status", "task_id", "files", "error"}
 

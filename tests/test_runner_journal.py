@@ -14,6 +14,7 @@ import pytest
 
 import dashscope_async as ds
 from dashscope_async._journal import JobState, Journal, job_key
+from dashscope_async._runner._pipeline import JobPipeline
 from tests.fake_service import FakeClient
 
 BATCH = [
@@ -167,3 +168,47 @@ async def test_a_changed_request_under_a_recorded_key_is_refused(tmp_path: Path)
     assert isinstance(outcome.error, ds.ValidationError)
     assert outcome.error.field == "jobs[0].key"
     assert len(fake.tasks) == 1  # nothing replayed or sent for the changed job
+
+
+@pytest.mark.parametrize("journaled", [False, True])
+async def test_cancel_all_hands_out_every_started_job_and_a_succeeded_task_stays_billed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, journaled: bool
+) -> None:
+    fake = FakeClient(pending_seconds=0.05, run_seconds=0.05)
+    saving = anyio.Event()
+
+    async def save_forever(self: JobPipeline, state: Any, result: ds.TaskResult) -> Any:
+        saving.set()
+        await anyio.sleep_forever()
+
+    monkeypatch.setattr(JobPipeline, "save", save_forever)
+    journal = tmp_path / "journal.sqlite"
+    async with ds.AsyncTaskRunner(
+        fake.as_client(), download_dir=tmp_path, journal=journal if journaled else None, **FAST
+    ) as runner:
+
+        async def stop_while_saving() -> None:
+            await saving.wait()
+            runner.cancel_all()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(stop_while_saving)
+            async with runner.map(BATCH[:3]) as batch:
+                outcomes = {o.index: o async for o in batch}
+    # The batch was still being iterated: every job it started says how it ended.
+    assert sorted(outcomes) == [0, 1, 2]
+    saved = outcomes[0]
+    assert isinstance(saved.error, ds.JobCanceledError) and saved.error.task_succeeded
+    assert not saved.ok and not saved.error.canceled_on_service
+    assert saved.task_id is not None and saved.error.task_id == saved.task_id
+    assert fake.tasks[saved.task_id].status(fake.clock.now()) is ds.TaskStatus.SUCCEEDED
+    assert saved.result is not None and saved.result.task_id == saved.task_id
+    for later in (outcomes[1], outcomes[2]):
+        assert isinstance(later.error, ds.JobCanceledError) and not later.error.task_succeeded
+        assert later.result is None
+        if later.error.canceled_on_service:
+            assert later.task_id is not None and fake.tasks[later.task_id].canceled
+    if journaled:
+        async with await Journal.open(journal) as opened:
+            (entry,) = await opened.entries(JobState.SUCCEEDED)
+        assert entry.task_id == saved.task_id and entry.result == saved.result

@@ -89,6 +89,7 @@ class BatchWork:
         self._input_error: BaseException | None = None
         self.started = False
         self.dropped = False
+        self.canceled = False
 
     # --- the runner's side --------------------------------------------------------------------
 
@@ -102,7 +103,7 @@ class BatchWork:
         try:
             async with anyio.create_task_group() as task_group:
                 self._task_group = task_group
-                if self.dropped:
+                if self.dropped or self.canceled:
                     task_group.cancel_scope.cancel()
                 await self._feed(task_group)
         finally:
@@ -150,6 +151,13 @@ class BatchWork:
             self._send.send_nowait(outcome)
 
     # --- stopping -----------------------------------------------------------------------------
+
+    def cancel(self) -> None:
+        """Cancel the jobs and start no more, for a consumer still iterating: every job the
+        batch started still hands out its outcome (how far its task got), then the batch ends."""
+        self.canceled = True
+        if self._task_group is not None:
+            self._task_group.cancel_scope.cancel()
 
     def drop(self) -> None:
         """Stop now: nothing more is started or submitted; the jobs clean up in the background."""

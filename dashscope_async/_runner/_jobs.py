@@ -67,8 +67,9 @@ class Outcome:
     Attributes:
         index: the job's position in its batch (0 for ``run`` and ``submit``).
         request: the request.
-        result: the task's result when the job succeeded.
-        error: why it did not, when it did not.
+        result: the task's result when its task succeeded: also when the job then failed or
+            was cancelled while saving the images (``error`` says so; the task is billed).
+        error: why the job did not succeed, when it did not.
         task_id: the service's task id, if a task was created.
         key: the job's key, when given.
         files: images saved under ``download_dir``.
@@ -101,7 +102,7 @@ class Outcome:
 
     @property
     def ok(self) -> bool:
-        """True when the job produced a result."""
+        """True when the job succeeded: its result, and no error (its images saved, if asked)."""
         return self.error is None and self.result is not None
 
     @property

@@ -173,6 +173,9 @@ class AsyncTaskRunner:
         tb: TracebackType | None,
     ) -> bool | None:
         self._closing = True
+        # No one iterates a batch once the runner leaves: drop them, outcomes and all.
+        for work in tuple(self._batches):
+            work.drop()
         self.cancel_all()
         task_group, self._task_group = self._task_group, None
         try:
@@ -186,9 +189,13 @@ class AsyncTaskRunner:
                 await self._journal.aclose()
 
     def cancel_all(self) -> None:
-        """Cancel every job and batch of this runner (PENDING tasks are cancelled on the service)."""
+        """Cancel every job and batch of this runner (PENDING tasks are cancelled on the service).
+
+        Batches start nothing more, and a batch still being iterated hands out the outcome of
+        every job it had started (a task left RUNNING says so), then ends.
+        """
         for work in tuple(self._batches):
-            work.drop()
+            work.cancel()
         for state in tuple(self._active):
             state.scope.cancel()
 
@@ -374,7 +381,9 @@ class AsyncTaskRunner:
                 Outcome(
                     index=state.index,
                     request=state.request,
-                    result=result,
+                    # A task that succeeded is billed whatever came after (saving its images
+                    # failed or was cancelled): the outcome says so with its result.
+                    result=result if result is not None else state.result,
                     error=error,
                     task_id=state.task_id,
                     key=state.key,

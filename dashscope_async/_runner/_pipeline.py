@@ -433,6 +433,13 @@ class JobPipeline:
                     " settled: a task may exist (its journal lists it as ambiguous)"
                 )
             return JobCanceledError(f"job {state.index} was cancelled before it was submitted")
+        if state.result is not None:
+            return JobCanceledError(
+                f"job {state.index} was cancelled while saving its images; task {state.task_id}"
+                " had succeeded (billed)",
+                task_id=state.task_id,
+                task_succeeded=True,
+            )
         if state.status in (
             JobStatus.PENDING,
             JobStatus.SUBMITTING,

@@ -299,39 +299,6 @@ def _changed_error(changed: Sequence[ChangedJob]) -> CliError:
     )
 
 
-#: A job stopped after its task succeeded, before its images were saved.
-UNSAVED: Final = (
-    "its task succeeded (and was billed), but the run stopped before its images were saved;"
-    " run the same command again to save them"
-)
-
-
-async def _settle_left_running(
-    journal: Path, specs: Sequence[JobSpec], records: dict[int, JobRecord]
-) -> None:
-    """Jobs reported as left running whose task, the journal says, had already succeeded
-    (stopped while saving): reported as succeeded, images unsaved."""
-    running = [i for i, record in records.items() if record.status == "running"]
-    if not running:
-        return
-    keys = await journal_keys(specs)
-    try:
-        async with await Journal.open(journal) as opened:
-            entries = await opened.lookup_many([keys[i] for i in running])
-    except JournalError:
-        return  # the conservative report stands
-    for index in running:
-        entry = entries.get(keys[index])
-        if entry is not None and entry.state is JobState.SUCCEEDED and entry.result is not None:
-            records[index] = attrs.evolve(
-                records[index],
-                status="succeeded",
-                error=UNSAVED,
-                error_code=None,
-                images=len(entry.result.images),
-            )
-
-
 def _run_seconds(outcome: Outcome) -> float | None:
     result = outcome.result
     if result is None or result.end_time is None:
@@ -412,6 +379,7 @@ async def run_jobs(
                             line=spec.line,
                             replayed=index in replayed,
                             earlier_seconds=earlier_seconds,
+                            journaled=journal is not None,
                         )
                         outcomes[index], records[index] = outcome, record
                         progress.settle(
@@ -421,8 +389,6 @@ async def run_jobs(
                             run_seconds=None if index in replayed else _run_seconds(outcome),
                         )
             watchers.cancel_scope.cancel()
-    if journal is not None:
-        await _settle_left_running(journal, specs, records)
     return BatchReport(
         records=[
             records[i] if i in records else _missing_record(spec, i, progress)

@@ -34,6 +34,8 @@ from ._progress import short_model, short_task_id
 __all__ = [
     "STATUSES",
     "STILL_RUNNING",
+    "UNSAVED",
+    "UNSAVED_NO_JOURNAL",
     "JobRecord",
     "ModelUtilisation",
     "plural",
@@ -50,6 +52,17 @@ STATUSES: Final = ("succeeded", "failed", "over-budget", "running", "canceled")
 STILL_RUNNING: Final = (
     "still running on the service; it may finish and be billed;"
     " run the same command again to collect it"
+)
+#: A job stopped after its task succeeded, before its images were saved (a journal resumes it).
+UNSAVED: Final = (
+    "its task succeeded (and was billed), but the run stopped before its images were saved;"
+    " run the same command again to save them"
+)
+#: The same without a journal (a template for the task id): running the command again would
+#: pay for a new task.
+UNSAVED_NO_JOURNAL: Final = (
+    "its task succeeded (and was billed), but the run stopped before its images were saved;"
+    " `dashscope-async tasks get {task_id}` shows their URLs (valid 24 hours)"
 )
 
 
@@ -106,12 +119,19 @@ class JobRecord:
 def left_running(error: BaseException | None) -> bool:
     """True when the job stopped while its task may still run (and be billed) on the service."""
     if isinstance(error, JobCanceledError):
-        return error.task_id is not None and not error.canceled_on_service
+        return (
+            error.task_id is not None and not error.canceled_on_service and not error.task_succeeded
+        )
     return isinstance(error, TaskTimeoutError) and error.status is not TaskStatus.PENDING
 
 
+def _stopped_while_saving(error: BaseException | None) -> bool:
+    """True when the job's task succeeded (billed) and the job was stopped saving its images."""
+    return isinstance(error, JobCanceledError) and error.task_succeeded
+
+
 def _status(outcome: Outcome) -> str:
-    if outcome.ok:
+    if outcome.ok or _stopped_while_saving(outcome.error):
         return "succeeded"
     if left_running(outcome.error):
         return "running"
@@ -151,12 +171,14 @@ def record_from_outcome(
     line: int | None = None,
     replayed: bool = False,
     earlier_seconds: Mapping[str, float] | None = None,
+    journaled: bool = True,
 ) -> JobRecord:
     """The results-file record of one outcome.
 
     Args:
         replayed: the job was replayed from the journal (an earlier run finished it).
         earlier_seconds: durations by task id from an earlier results file, for replayed jobs.
+        journaled: the run keeps a journal (running it again resumes, paying nothing twice).
     """
     status = _status(outcome)
     if replayed:
@@ -164,7 +186,11 @@ def record_from_outcome(
     else:
         seconds = round(outcome.seconds, 3) if outcome.finished_at else None
     error = None if outcome.error is None else str(outcome.error)
-    if status == "running":
+    error_code = _error_code(outcome.error)
+    if _stopped_while_saving(outcome.error):
+        unsaved = UNSAVED if journaled else UNSAVED_NO_JOURNAL.format(task_id=outcome.task_id)
+        error, error_code = unsaved, None
+    elif status == "running":
         error = STILL_RUNNING
     elif status == "canceled":
         error = (
@@ -181,7 +207,7 @@ def record_from_outcome(
         task_id=outcome.task_id,
         files=tuple(os.fspath(path) for path in outcome.files),
         error=error,
-        error_code=_error_code(outcome.error),
+        error_code=error_code,
         seconds=seconds,
         images=0 if outcome.result is None else len(outcome.result.images),
         replayed=replayed,

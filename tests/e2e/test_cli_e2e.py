@@ -237,6 +237,9 @@ def test_interrupted_batch_resumes_without_sending_a_job_twice(
             assert "may finish and be billed" in line["error"]
         elif line["status"] == "canceled" and line["task_id"]:
             assert served.emulator.status(line["task_id"]) is ds.TaskStatus.CANCELED
+        elif line["status"] == "succeeded":
+            # Also a job stopped while saving its images: its task was billed.
+            assert served.emulator.status(line["task_id"]) is ds.TaskStatus.SUCCEEDED
     left_running = sum(line["status"] == "running" for line in first)
     if left_running:
         assert "still running on the service" in stdout
