@@ -6,6 +6,7 @@ input created which task, and which submits reached it when. Virtual time, both 
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 
@@ -180,6 +181,59 @@ def test_dropped_means_stopped_leaving_map_with_the_runner_open(leave: str) -> N
             assert emulator.submits_received(since=left_at) == ()  # nothing more was sent
             assert len(emulator.tasks) == submitted
             assert all(emulator.status(t) is not ds.TaskStatus.PENDING for t in emulator.tasks)
+            # The runner is still open for everyone else.
+            assert (await runner.run(sketch(emulator, "after"))).images
+
+    scenario("asyncio")
+    scenario("trio")
+
+
+@pytest.mark.parametrize("leave", ["break", "move_on_after", "exception"])
+def test_dropped_means_stopped_by_reference_counting_alone_with_the_collector_off(
+    leave: str,
+) -> None:
+    # The service runs one task at a time (the others wait PENDING there) while the runner may
+    # keep three in progress. With the cyclic garbage collector off, only reference counting can
+    # free the batch: a reference cycle through it (a traceback, the event hub, a job) would
+    # keep it alive, and the rest of the batch would be submitted.
+    @virtual_time
+    async def scenario() -> None:
+        emulator = emulator_with(max_in_progress=1, run=20.0)
+        events: list[ds.RunnerEvent] = []
+        async with (
+            emulator.client() as client,
+            ds.AsyncTaskRunner(client, limits=limits(3), on_event=events.append) as runner,
+        ):
+            requests = [sketch(emulator, f"job {i}") for i in range(10)]
+            was_enabled = gc.isenabled()
+            gc.disable()
+            try:
+                if leave == "break":
+                    async for _ in runner.map(requests):
+                        break
+                elif leave == "move_on_after":
+                    with anyio.move_on_after(30.0):
+                        async for _ in runner.map(requests):
+                            pass
+                else:
+                    with pytest.raises(KeyError):
+                        async for _ in runner.map(requests):
+                            raise KeyError("the caller's own error")
+                left_at = anyio.current_time()
+                submitted = len(emulator.tasks)
+                waiting = [t for t in emulator.tasks if emulator.status(t) is ds.TaskStatus.PENDING]
+                await anyio.sleep(120)
+            finally:
+                if was_enabled:
+                    gc.enable()
+            assert 1 < submitted < 10
+            assert emulator.submits_received(since=left_at) == ()  # nothing more was sent
+            assert len(emulator.tasks) == submitted
+            statuses = [emulator.status(t) for t in emulator.tasks]
+            assert ds.TaskStatus.PENDING not in statuses
+            # The tasks waiting on the service when the loop was left were cancelled there.
+            assert waiting
+            assert all(emulator.status(t) is ds.TaskStatus.CANCELED for t in waiting)
             # The runner is still open for everyone else.
             assert (await runner.run(sketch(emulator, "after"))).images
 
