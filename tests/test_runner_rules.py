@@ -102,6 +102,42 @@ async def test_resubmit_only_on_proof_a_submit_that_made_nothing_is_sent_again_o
     assert outcome.submitted_at - started >= 30  # not before the grace period had passed
 
 
+@virtual_time
+async def test_resubmit_only_on_proof_a_list_that_forgot_the_task_proves_nothing() -> None:
+    # The service keeps a task 60 s after it ended (24 h on DashScope); the task list fails for
+    # 70 s after the lost submit, and by the time it answers the task is gone from it.
+    config = EmulatorConfig(seed=1, render_results=False, task_retention=60.0)
+    emulator = Emulator(config.with_model(SKETCH, run_seconds=5.0))
+    emulator.faults.script("submit", Fault.drop_after())  # created, answer lost
+    emulator.faults.script("list_tasks", Fault.server_error(), times=35)
+    async with (
+        emulator.client() as client,
+        ds.AsyncTaskRunner(client, task_retention=60.0, reconcile_timeout=120.0) as runner,
+    ):
+        outcome = await runner.submit(sketch(emulator, "forgotten")).wait()
+    assert len(tasks_of(emulator, "forgotten")) == 1  # never a second paid task
+    assert len(emulator.submits_received()) == 1
+    error = outcome.error
+    assert isinstance(error, ds.AmbiguousSubmitError), error
+    assert "longer ago than the service keeps tasks" in str(error)
+
+
+@virtual_time
+async def test_resubmit_only_on_proof_a_list_read_while_the_task_is_kept_still_finds_it() -> None:
+    # The same, with the task kept long enough: the read after the failures finds it.
+    config = EmulatorConfig(seed=1, render_results=False, task_retention=300.0)
+    emulator = Emulator(config.with_model(SKETCH, run_seconds=5.0))
+    emulator.faults.script("submit", Fault.drop_after())
+    emulator.faults.script("list_tasks", Fault.server_error(), times=35)
+    async with (
+        emulator.client() as client,
+        ds.AsyncTaskRunner(client, task_retention=300.0, reconcile_timeout=120.0) as runner,
+    ):
+        outcome = await runner.submit(sketch(emulator, "kept")).wait()
+    assert outcome.ok, outcome.error
+    assert tasks_of(emulator, "kept") == [outcome.task_id]
+
+
 # --- adopt only what can only be ours -------------------------------------------------------
 
 
@@ -241,6 +277,40 @@ def test_dropped_means_stopped_by_reference_counting_alone_with_the_collector_of
     scenario("trio")
 
 
+# --- every wait is bounded -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("timeout", [60.0, None])
+def test_every_wait_is_bounded_a_service_that_throttles_every_submit_for_good(
+    timeout: float | None,
+) -> None:
+    @virtual_time
+    async def scenario() -> None:
+        emulator = emulator_with()
+        emulator.faults.chance("submit", Fault.throttle(), 1.0)
+        started = anyio.current_time()
+        async with (
+            emulator.client() as client,
+            ds.AsyncTaskRunner(client, throttle_timeout=timeout) as runner,
+        ):
+            handles = [runner.submit(sketch(emulator, f"refused {i}")) for i in range(2)]
+            if timeout is None:
+                with anyio.move_on_after(3600):
+                    await handles[0].wait()
+                assert not handles[0].done  # waited out for ever, as asked
+                return
+            outcomes = [await handle.wait() for handle in handles]
+        for outcome in outcomes:
+            assert isinstance(outcome.error, ds.RateLimitError), outcome.error
+            assert "throttle_timeout" in str(outcome.error)
+        assert not tasks_of(emulator, "refused 0") and not tasks_of(emulator, "refused 1")
+        # Each job gives up once refused for the timeout, then the next has its turn.
+        assert anyio.current_time() - started <= 2 * (timeout + 30) + 10
+
+    scenario("asyncio")
+    scenario("trio")
+
+
 # --- everything that happens inside a job is that job's outcome ------------------------------
 
 
@@ -304,6 +374,8 @@ async def test_everything_inside_a_job_is_its_outcome_downloads_that_cannot_be_s
         ("reconcile_grace", float("inf")),
         ("reconcile_timeout", "60"),
         ("max_pending", 0),
+        ("task_retention", 0),
+        ("throttle_timeout", -1.0),
     ],
 )
 def test_the_reconcile_settings_are_checked_when_the_runner_is_built(

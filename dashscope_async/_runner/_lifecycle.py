@@ -18,6 +18,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .._budget import Budget, BudgetLedger
+from .._config import TASK_RETENTION_SECONDS
 from .._errors import DashScopeError, JobCanceledError, JobError, ValidationError
 from .._events import EventHub, EventKind, EventStream, RunnerEvent
 from .._journal import Journal
@@ -63,6 +64,12 @@ class AsyncTaskRunner:
             is none, and so allow a resubmit.
         reconcile_timeout: seconds after the grace period to keep looking before such a job
             ends with ``AmbiguousSubmitError`` (listed by ``dashscope-async journal``).
+        task_retention: seconds the service keeps a task in its list (24 h on DashScope). A
+            submit that got no answer and was sent longer ago than that (less two clock-skew
+            margins of 30 s) is never proven lost: it ends with ``AmbiguousSubmitError``.
+        throttle_timeout: seconds a job may go on being refused for throttling (429 on its
+            submit) before it ends with ``RateLimitError`` (no task created, nothing spent; the
+            other jobs go on); ``None`` waits for ever. Five minutes by default.
 
     Example:
         ```python
@@ -86,6 +93,8 @@ class AsyncTaskRunner:
         max_pending: int = 256,
         reconcile_grace: float = 30.0,
         reconcile_timeout: float = 60.0,
+        task_retention: float = float(TASK_RETENTION_SECONDS),
+        throttle_timeout: float | None = 300.0,
     ) -> None:
         if isinstance(max_pending, bool) or not isinstance(max_pending, int) or max_pending < 1:
             raise ValidationError(
@@ -95,6 +104,7 @@ class AsyncTaskRunner:
             grace=reconcile_grace,
             timeout=reconcile_timeout,
             interval=min(2.0, max(reconcile_grace, 0.05)),
+            retention=task_retention,
         )
         self._client = client
         self._clock = client.clock
@@ -117,6 +127,7 @@ class AsyncTaskRunner:
             planner=PollPlanner(poll_policy),
             download_dir=None if download_dir is None else Path(download_dir),
             events=JobEvents(self._events),
+            throttle_timeout=throttle_timeout,
         )
         self._task_group: TaskGroup | None = None
         self._active: set[JobState] = set()
