@@ -11,11 +11,12 @@ import os
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 import dashscope_async as ds
 from dashscope_async.testing import Emulator, EmulatorConfig, Fault
-from tests.virtual_time import virtual_time
+from tests.virtual_time import run_in_virtual_time, virtual_time
 
 REPAINT = ds.STYLE_REPAINT.name
 SKETCH = ds.SKETCH_TO_IMAGE.name
@@ -309,6 +310,60 @@ def test_every_wait_is_bounded_a_service_that_throttles_every_submit_for_good(
 
     scenario("asyncio")
     scenario("trio")
+
+
+@pytest.mark.parametrize("lost_answer", [False, True])
+def test_exactly_one_outcome_a_job_cancelled_at_each_step_of_its_way(lost_answer: bool) -> None:
+    # The job is cancelled after k steps, for every k until it ends by itself: the first steps
+    # are scheduler checkpoints (the awaits that take no time: the slot, the submit turn, the
+    # shielded submit), the later ones 0.2 s of virtual time each (reconciliation, the polls).
+    # Each time: one outcome, at most one task, nothing sent after the cancel, and no task left
+    # PENDING on the service. (No journal or download folder: their worker threads would race
+    # the virtual clock.)
+    async def scenario() -> None:
+        statuses: set[str] = set()
+        k = 0
+        while True:
+            emulator = emulator_with(run=5.0)
+            if lost_answer:
+                emulator.faults.script("submit", Fault.drop_after())
+                emulator.faults.script("list_tasks", Fault.server_error(), times=3)
+            events: list[ds.RunnerEvent] = []
+
+            async with (
+                emulator.client() as client,
+                ds.AsyncTaskRunner(client, on_event=events.append) as runner,
+            ):
+                handle = runner.submit(ds.Job(sketch(emulator, "job"), key="job"))
+                for step in range(k):
+                    await (anyio.lowlevel.checkpoint() if step < 30 else anyio.sleep(0.2))
+                finished_first = handle.done
+                statuses.add(handle.status.value)
+                handle.cancel()
+                cancelled_at = anyio.current_time()
+                outcome = await handle.wait()
+                await anyio.sleep(60)
+            assert outcome is handle.outcome
+            final = (ds.EventKind.SUCCEEDED, ds.EventKind.FAILED, ds.EventKind.CANCELED)
+            assert sum(e.kind in final for e in events) == 1, (k, events)
+            tasks = tasks_of(emulator, "job")
+            assert len(tasks) <= 1, k
+            assert outcome.task_id is None or outcome.task_id in tasks
+            assert all(emulator.status(t) is not ds.TaskStatus.PENDING for t in tasks)
+            if not finished_first:
+                assert emulator.submits_received(since=cancelled_at + 1e-9) == (), k
+            if finished_first:
+                assert outcome.ok, outcome.error
+                # The cancels met the job waiting its turn, with a task waiting and running.
+                assert {"queued", "pending", "running"} <= statuses, statuses
+                if lost_answer:
+                    assert "submitting" in statuses  # reconciling, after the lost answer
+                return
+            k += 1
+            assert k < 1000  # the job ends by itself long before
+
+    for backend in ("asyncio", "trio"):
+        run_in_virtual_time(scenario, backend)
 
 
 # --- everything that happens inside a job is that job's outcome ------------------------------
