@@ -278,6 +278,99 @@ def test_dropped_means_stopped_by_reference_counting_alone_with_the_collector_of
     scenario("trio")
 
 
+@virtual_time
+async def test_everything_inside_a_job_is_its_outcome_an_event_handler_that_raises() -> None:
+    # The caller's own progress callback fails on every event, with an error that is not ours:
+    # the jobs it reports on do not fail with it, and each gets its one outcome.
+    emulator = emulator_with(max_in_progress=2)
+    calls: list[ds.EventKind] = []
+
+    def broken_progress_bar(event: ds.RunnerEvent) -> None:
+        calls.append(event.kind)
+        raise ZeroDivisionError("the caller's progress bar")
+
+    async with (
+        emulator.client() as client,
+        ds.AsyncTaskRunner(client, limits=limits(2), on_event=broken_progress_bar) as runner,
+    ):
+        outcomes = [o async for o in runner.map([sketch(emulator, f"job {i}") for i in range(3)])]
+        single = await runner.run(sketch(emulator, "single"))
+    assert sorted(o.index for o in outcomes) == [0, 1, 2]
+    assert all(o.ok for o in outcomes), [o.error for o in outcomes]
+    assert single.images
+    assert calls.count(ds.EventKind.SUCCEEDED) == 4  # it was called for every event, to the end
+    for i in range(3):
+        assert len(tasks_of(emulator, f"job {i}")) == 1
+
+
+@pytest.mark.parametrize("leave", ["break", "move_on_after", "exception"])
+def test_dropped_means_stopped_two_runners_sharing_one_limiter(leave: str) -> None:
+    # Two runners share one limiter (one task in progress, one submit turn at a time); the
+    # first runner's batch is left while it holds the slot. The second runner's batch is not
+    # held up by it, and nothing of the first is submitted after (collector off, as above).
+    @virtual_time
+    async def scenario() -> None:
+        emulator = emulator_with(max_in_progress=1, run=5.0)
+        async with emulator.client() as client:
+            limiter = ds.LocalLimiter(limits(1), clock=client.clock)
+            async with (
+                ds.AsyncTaskRunner(client, limiter=limiter) as first,
+                ds.AsyncTaskRunner(client, limiter=limiter) as second,
+            ):
+                left_at: list[float] = []
+
+                async def leave_early() -> None:
+                    requests = [sketch(emulator, f"first {i}") for i in range(6)]
+                    if leave == "break":
+                        async for _ in first.map(requests):
+                            break
+                    elif leave == "move_on_after":
+                        with anyio.move_on_after(7.0):
+                            async for _ in first.map(requests):
+                                pass
+                    else:
+                        with pytest.raises(KeyError):
+                            async for _ in first.map(requests):
+                                raise KeyError("the caller's own error")
+                    left_at.append(anyio.current_time())
+
+                async def run_to_the_end() -> list[ds.Outcome]:
+                    requests = [sketch(emulator, f"second {i}") for i in range(4)]
+                    return [o async for o in second.map(requests)]
+
+                was_enabled = gc.isenabled()
+                gc.disable()
+                try:
+                    results: list[list[ds.Outcome]] = []
+                    async with anyio.create_task_group() as group:
+                        group.start_soon(leave_early)
+
+                        async def collect() -> None:
+                            results.append(await run_to_the_end())
+
+                        group.start_soon(collect)
+                finally:
+                    if was_enabled:
+                        gc.enable()
+                await anyio.sleep(60)
+            (outcomes,) = results
+            assert all(o.ok for o in outcomes), [o.error for o in outcomes]
+            for i in range(4):
+                assert len(tasks_of(emulator, f"second {i}")) == 1
+            late = [
+                r
+                for r in emulator.submits_received(since=left_at[0] + 1e-9)
+                if str(r.get("prompt", "")).startswith("first")
+            ]
+            assert late == []
+            assert sum(len(tasks_of(emulator, f"first {i}")) for i in range(6)) < 6
+            statuses = {emulator.status(t) for t in emulator.tasks}
+            assert ds.TaskStatus.PENDING not in statuses
+
+    scenario("asyncio")
+    scenario("trio")
+
+
 # --- every wait is bounded -------------------------------------------------------------------
 
 
