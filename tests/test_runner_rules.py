@@ -6,6 +6,7 @@ input created which task, and which submits reached it when. Virtual time, both 
 
 from __future__ import annotations
 
+import functools
 import gc
 import os
 from pathlib import Path
@@ -514,6 +515,15 @@ async def test_everything_inside_a_job_is_its_outcome_downloads_that_cannot_be_s
         assert outcome.task_id is not None  # the task ran (and was billed): say which
 
 
+async def _async_progress_bar(event: ds.RunnerEvent) -> None:
+    pass
+
+
+class _AsyncProgressBar:
+    async def __call__(self, event: ds.RunnerEvent) -> None:
+        pass
+
+
 @pytest.mark.parametrize(
     ("option", "value"),
     [
@@ -524,6 +534,10 @@ async def test_everything_inside_a_job_is_its_outcome_downloads_that_cannot_be_s
         ("max_pending", 0),
         ("task_retention", 0),
         ("throttle_timeout", -1.0),
+        ("on_event", "print"),
+        ("on_event", _async_progress_bar),
+        ("on_event", functools.partial(_async_progress_bar)),
+        ("on_event", _AsyncProgressBar()),
     ],
 )
 def test_the_reconcile_settings_are_checked_when_the_runner_is_built(

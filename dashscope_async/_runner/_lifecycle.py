@@ -9,6 +9,7 @@ propagates. The job's stages are ``_pipeline``'s, a batch's life is ``_batch``'s
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import AsyncIterable, Callable, Iterable
 from pathlib import Path
@@ -57,7 +58,9 @@ class AsyncTaskRunner:
             progress and submits nothing twice. Jobs need a key to be journaled: ``map``
             derives one from the request and its position; give ``Job(key=...)`` otherwise.
         budget: a spending cap; jobs beyond it end with ``BudgetExceededError``.
-        on_event: called with every ``RunnerEvent`` (progress bars, metrics).
+        on_event: called with every ``RunnerEvent`` (progress bars, metrics): a plain function,
+            not awaited (an async one is refused; iterate ``runner.events()`` instead). What it
+            raises is logged and never fails a job.
         max_pending: jobs of one ``map`` started ahead of the consumer (bounds memory).
         reconcile_grace: seconds after a submit that got no answer within which the service
             may still create its task; only a task-list read made after that can prove there
@@ -100,6 +103,7 @@ class AsyncTaskRunner:
             raise ValidationError(
                 "max_pending", f"must be a whole number of at least 1, not {max_pending!r}"
             )
+        _check_on_event(on_event)
         rules = ReconcileRules(
             grace=reconcile_grace,
             timeout=reconcile_timeout,
@@ -433,3 +437,22 @@ class _RunnerBatchHost:
 
     def release(self, work: BatchWork) -> None:
         self._runner._batches.discard(work)
+
+
+def _check_on_event(on_event: object) -> None:
+    """``on_event`` is called synchronously: an async one would only make coroutines that are
+    never awaited, so it is refused before anything runs."""
+    if on_event is None:
+        return
+    if not callable(on_event):
+        raise ValidationError(
+            "on_event", f"must be a function taking a RunnerEvent, not {on_event!r}"
+        )
+    # A function, a method or a partial of one; or an object whose __call__ is async.
+    calls = (on_event, type(on_event).__call__)
+    if any(inspect.iscoroutinefunction(c) or inspect.isasyncgenfunction(c) for c in calls):
+        raise ValidationError(
+            "on_event",
+            "must be a plain function, not an async one (it is called for each event without"
+            " being awaited); use runner.events() to consume events asynchronously",
+        )
