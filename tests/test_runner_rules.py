@@ -226,7 +226,7 @@ def test_dropped_means_stopped_leaving_map_with_the_runner_open(leave: str) -> N
     scenario("trio")
 
 
-@pytest.mark.parametrize("leave", ["break", "move_on_after", "exception"])
+@pytest.mark.parametrize("leave", ["break", "move_on_after", "cancelled in the body", "exception"])
 def test_dropped_means_stopped_by_reference_counting_alone_with_the_collector_off(
     leave: str,
 ) -> None:
@@ -253,6 +253,10 @@ def test_dropped_means_stopped_by_reference_counting_alone_with_the_collector_of
                     with anyio.move_on_after(30.0):
                         async for _ in runner.map(requests):
                             pass
+                elif leave == "cancelled in the body":
+                    with anyio.move_on_after(30.0):
+                        async for _ in runner.map(requests):
+                            await anyio.sleep(1000)  # the cancellation lands here, not in the batch
                 else:
                     with pytest.raises(KeyError):
                         async for _ in runner.map(requests):
