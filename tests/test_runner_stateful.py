@@ -4,7 +4,7 @@ Hypothesis draws a world (tasks in progress allowed 1-4, one runner or two shari
 download folder or a file in its place) and a schedule: faults on every route (lost submit
 answers before and after creation, submits processed past the client's timeout, list reads that
 fail once, several times or for good with 5xx, 429 and drops, 408s, 200s that are not JSON, a
-``Retry-After`` of a day, redirect loops on result URLs), and steps started at drawn times
+``Retry-After`` of a day, submits throttled for good, redirect loops on result URLs), and steps started at drawn times
 (batches of ordinary and odd jobs, left by ``break``, by a timeout or never; single jobs
 cancelled at a drawn moment). Every schedule runs on asyncio and on trio, in virtual time.
 
@@ -59,6 +59,7 @@ ROUTE_FAULTS: dict[str, list[Fault]] = {
         Fault.error(503),
         Fault.error(408),
         Fault.throttle(retry_after="86400"),
+        Fault.throttle(),
     ],
     "get_task": [
         Fault.throttle(retry_after="86400"),
@@ -86,13 +87,10 @@ faults = st.lists(
     st.sampled_from(
         [(route, fault) for route, kinds in ROUTE_FAULTS.items() for fault in kinds]
     ).flatmap(
+        # For good included: a service that throttles every submit for ever is waited out for
+        # ``throttle_timeout``, then each job ends with RateLimitError.
         lambda pair: st.tuples(
-            st.just(pair[0]),
-            st.just(pair[1]),
-            # A service that throttles every submit for ever is waited out for ever.
-            st.sampled_from(
-                [1, 2, 4] if pair[0] == "submit" and pair[1].status == 429 else [1, 2, 4, FOREVER]
-            ),
+            st.just(pair[0]), st.just(pair[1]), st.sampled_from([1, 2, 4, FOREVER])
         )
     ),
     max_size=5,
@@ -178,6 +176,8 @@ class World:
             TOTALS["adopted" if event.task_id else "proven absent, resubmitted"] += 1
         if event.kind is ds.EventKind.FAILED and "could not settle it" in (event.error or ""):
             TOTALS["ambiguous"] += 1
+        if event.kind is ds.EventKind.FAILED and "throttle_timeout" in (event.error or ""):
+            TOTALS["refused for throttling, given up"] += 1
 
     def new_job(self, request: ds.Request, marker: str) -> ds.Job:
         self.jobs += 1
@@ -193,6 +193,7 @@ async def run_schedule(
     plan: list[BatchStep | SingleStep],
     seed: int,
     folder: Path,
+    throttled_for_good: bool = False,
 ) -> None:
     config = EmulatorConfig(seed=seed, time_scale=0.05, render_results=False)
     for model in (SKETCH, REPAINT):
@@ -204,6 +205,11 @@ async def run_schedule(
         else:
             emulator.faults.script(route, fault, times=times)  # type: ignore[arg-type]
     world = World(emulator)
+    if throttled_for_good:
+        # Every submit refused for ever: waited out for ``throttle_timeout``, then each job ends
+        # with RateLimitError (drawn apart so that it is sure to be tried often).
+        emulator.faults.chance("submit", Fault.throttle(), 1.0)
+        TOTALS["schedules throttling every submit for good"] += 1
     TOTALS["steps"] += len(plan)
     url = emulator.sample_image_url("sketch")
     download_dir: Path | None = None
@@ -274,6 +280,7 @@ async def run_schedule(
                 download_dir=download_dir,
                 # Polls that fail for good would poll for ever: every job has a deadline.
                 poll=ds.PollPolicy(deadline=120),
+                throttle_timeout=120,
             )
             for _ in range(2 if two_runners else 1)
         ]
@@ -348,6 +355,7 @@ def judge(world: World) -> None:
     schedule=faults,
     plan=steps,
     seed=st.integers(0, 2**16),
+    throttled_for_good=st.sampled_from([False, False, False, True]),
 )
 def test_under_every_fault_each_job_ends_once_and_nothing_is_paid_twice(
     max_in_progress: int,
@@ -356,6 +364,7 @@ def test_under_every_fault_each_job_ends_once_and_nothing_is_paid_twice(
     schedule: list[tuple[str, Fault, int]],
     plan: list[BatchStep | SingleStep],
     seed: int,
+    throttled_for_good: bool,
 ) -> None:
     for backend in ("asyncio", "trio"):
         options: dict[str, Any] = (
@@ -373,6 +382,7 @@ def test_under_every_fault_each_job_ends_once_and_nothing_is_paid_twice(
                 plan,
                 seed,
                 Path(folder),
+                throttled_for_good,
                 backend=backend,
                 backend_options=options,
             )

@@ -26,14 +26,14 @@ Each invariant has one owner:
 | polls, list reads and cancels stay inside the poll budget | ``Limiter.poll_turn``, taken once per request sent, retries included (``_poll_loop``; the client's ``meter=`` / ``before_page``) |
 | one retry policy: what is transient per request kind, the backoff, the Retry-After cap | ``_retry`` |
 | one poll loop, shared with ``client.wait()`` | ``_poll_loop.poll_until_done`` |
-| resubmit only on proof (a complete list read after the grace period shows nothing) | ``_reconcile.Reconciler`` |
+| resubmit only on proof (a complete list read after the grace period, of a window the service still keeps, shows nothing) | ``_reconcile.Reconciler`` |
 | adopt only what can only be ours (no other unanswered submit could have made it) | ``_reconcile.Reconciler`` with the limiter's ``SubmitRecord`` (``_submits``) |
 | a submit once sent is finished (its answer is awaited even when cancelled) | ``_pipeline.JobPipeline.submit`` |
 | dropped means stopped: leaving ``async for`` stops the batch at once | ``_batch.Batch`` / ``BatchWork.drop`` |
 | spending never passes the budget | ``_budget.BudgetLedger``, reserved in ``_pipeline`` |
 | images billed for a task | ``TaskInfo.billed_images`` |
 | a crashed batch resumes without paying twice | ``_journaling.JobJournal`` |
-| every wait is bounded | ``_retry`` (Retry-After capped, clipped to the deadline), ``_poll_loop`` (poll deadline), ``_reconcile`` (grace + timeout) |
+| every wait is bounded | ``_retry`` (Retry-After capped, clipped to the deadline), ``_poll_loop`` (poll deadline), ``_reconcile`` (grace + timeout), ``_pipeline.JobPipeline.submit`` (``throttle_timeout``) |
 """
 
 from ._batch import Batch

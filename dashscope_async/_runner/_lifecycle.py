@@ -9,6 +9,7 @@ propagates. The job's stages are ``_pipeline``'s, a batch's life is ``_batch``'s
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import AsyncIterable, Callable, Iterable
 from pathlib import Path
@@ -19,6 +20,7 @@ from anyio.abc import TaskGroup
 
 from .._budget import Budget, BudgetLedger, LocalSpending
 from .._checks import check_seconds, check_whole_number
+from .._config import TASK_RETENTION_SECONDS
 from .._errors import DashScopeError, JobCanceledError, JobError, ValidationError
 from .._events import EventHub, EventKind, EventStream, RunnerEvent
 from .._journal import Journal
@@ -64,13 +66,21 @@ class AsyncTaskRunner:
             submitted again.
         budget: a spending cap; jobs beyond it end with ``BudgetExceededError``. With a shared
             store it holds across every worker on it (give each the same cap).
-        on_event: called with every ``RunnerEvent`` (progress bars, metrics).
+        on_event: called with every ``RunnerEvent`` (progress bars, metrics): a plain function,
+            not awaited (an async one is refused; iterate ``runner.events()`` instead). What it
+            raises is logged and never fails a job.
         max_pending: jobs of one ``map`` started ahead of the consumer (bounds memory).
         reconcile_grace: seconds after a submit that got no answer within which the service
             may still create its task; only a task-list read made after that can prove there
             is none, and so allow a resubmit.
         reconcile_timeout: seconds after the grace period to keep looking before such a job
             ends with ``AmbiguousSubmitError`` (listed by ``dashscope-async journal``).
+        task_retention: seconds the service keeps a task in its list (24 h on DashScope). A
+            submit that got no answer and was sent longer ago than that (less two clock-skew
+            margins of 30 s) is never proven lost: it ends with ``AmbiguousSubmitError``.
+        throttle_timeout: seconds a job may go on being refused for throttling (429 on its
+            submit) before it ends with ``RateLimitError`` (no task created, nothing spent; the
+            other jobs go on); ``None`` waits for ever. Five minutes by default.
 
     Example:
         ```python
@@ -94,14 +104,18 @@ class AsyncTaskRunner:
         max_pending: int = 256,
         reconcile_grace: float = 30.0,
         reconcile_timeout: float = 60.0,
+        task_retention: float = float(TASK_RETENTION_SECONDS),
+        throttle_timeout: float | None = 300.0,
     ) -> None:
         check_whole_number("max_pending", max_pending, minimum=1)
         check_seconds("reconcile_grace", reconcile_grace)
         check_seconds("reconcile_timeout", reconcile_timeout)
+        _check_on_event(on_event)
         rules = ReconcileRules(
             grace=reconcile_grace,
             timeout=reconcile_timeout,
             interval=min(2.0, max(reconcile_grace, 0.05)),
+            retention=task_retention,
         )
         self._client = client
         self._clock = client.clock
@@ -137,6 +151,7 @@ class AsyncTaskRunner:
             download_dir=None if download_dir is None else Path(download_dir),
             events=JobEvents(self._events),
             queue_ahead=QueueAhead(self._limiter),
+            throttle_timeout=throttle_timeout,
         )
         self._task_group: TaskGroup | None = None
         self._active: set[JobState] = set()
@@ -462,3 +477,22 @@ class _RunnerBatchHost:
 
     def release(self, work: BatchWork) -> None:
         self._runner._batches.discard(work)
+
+
+def _check_on_event(on_event: object) -> None:
+    """``on_event`` is called synchronously: an async one would only make coroutines that are
+    never awaited, so it is refused before anything runs."""
+    if on_event is None:
+        return
+    if not callable(on_event):
+        raise ValidationError(
+            "on_event", f"must be a function taking a RunnerEvent, not {on_event!r}"
+        )
+    # A function, a method or a partial of one; or an object whose __call__ is async.
+    calls = (on_event, type(on_event).__call__)
+    if any(inspect.iscoroutinefunction(c) or inspect.isasyncgenfunction(c) for c in calls):
+        raise ValidationError(
+            "on_event",
+            "must be a plain function, not an async one (it is called for each event without"
+            " being awaited); use runner.events() to consume events asynchronously",
+        )

@@ -45,6 +45,7 @@ from .._models import Task, TaskInfo, TaskResult, TaskStatus
 from .._poll_loop import TaskPoll, poll_until_done
 from .._polling import PollPlanner, PollPolicy
 from .._submits import SubmitTicket
+from .._validators import non_negative
 from ._jobs import JobState, JobStatus, Turnstile
 from ._journaling import JobJournal
 from ._queue_ahead import QueueAhead
@@ -162,6 +163,11 @@ class JobPipeline:
     download_dir: Path | None
     events: JobEvents
     queue_ahead: QueueAhead
+    #: Seconds a job may go on being refused for throttling (429) before it ends with
+    #: ``RateLimitError``; None waits for ever.
+    throttle_timeout: float | None = attrs.field(
+        default=300.0, validator=non_negative("throttle_timeout", optional=True)
+    )
     turnstiles: dict[str, Turnstile] = attrs.field(factory=dict)
 
     def _emit(
@@ -247,6 +253,7 @@ class JobPipeline:
         model = state.model
         record = self.limiter.submits
         lost = 0
+        first_refused: float | None = None
         while True:
             await self.queue_ahead.wait_for_turn(model)
             await self.limiter.submit_turn(model)
@@ -279,6 +286,20 @@ class JobPipeline:
                         self._emit(EventKind.QUEUE_AHEAD_OFF, state, error=str(exc))
                     continue
                 pause = await self.limiter.throttled(model, exc.retry_after)
+                now = self.service.clock.now()
+                first_refused = now if first_refused is None else first_refused
+                limit = self.throttle_timeout
+                if limit is not None and now + pause - first_refused > limit:
+                    # Every wait is bounded: no task was created, so ending here loses nothing.
+                    raise RateLimitError(
+                        f"job {state.index}: the service refused its submit for throttling for"
+                        f" {now - first_refused:.0f} s (throttle_timeout={limit:g}); not"
+                        " submitted, no task was created",
+                        status_code=exc.status_code,
+                        code=exc.code,
+                        request_id=exc.request_id,
+                        retry_after=exc.retry_after,
+                    ) from exc
                 self._emit(EventKind.THROTTLED, state, delay=pause)
                 continue
             except AmbiguousSubmitError as exc:

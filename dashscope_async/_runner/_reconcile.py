@@ -6,8 +6,13 @@ Owns two rules of the runner, and nothing else:
   it created no task: a complete, successful read of the task list, made at least ``grace``
   seconds after the submit was sent (long enough for a request the service processes late),
   covering everything created since the send minus a clock-skew margin, shows no candidate. A
-  failed, partial or too-early read proves nothing. Without proof within ``timeout`` more
-  seconds the job ends with ``AmbiguousSubmitError`` (model, sent_at, request).
+  failed, partial or too-early read proves nothing, and neither does a read of a list that can
+  no longer show the task: the whole window (the send minus the skew margin to the end of the
+  grace period) must still be inside the time the service keeps tasks (``retention``, 24 h),
+  as the service's clock (up to the skew margin ahead of ours) sees it. A submit sent longer
+  ago than that (a journal's intent found on resume, a day later) is never proven lost. Without
+  proof within ``timeout`` more seconds the job ends with ``AmbiguousSubmitError`` (model,
+  sent_at, request).
 * **Adopt only what can only be ours.** A candidate (a task of the model created in the window
   that no answered submit created) is adopted only when it is the only one and no other submit of
   that model that could have created it is still unanswered, in this process or in any process
@@ -31,6 +36,7 @@ from typing import Final
 import attrs
 
 from .._clock import Clock
+from .._config import TASK_RETENTION_SECONDS
 from .._errors import AmbiguousSubmitError, DashScopeError
 from .._limits import Limiter
 from .._logging import get_logger
@@ -58,6 +64,8 @@ class ReconcileRules:
         timeout: seconds after the grace period to keep looking before the job is reported
             ambiguous.
         interval: seconds between two reads of the task list.
+        retention: seconds the service keeps a task in its list (24 h on DashScope); past that
+            a read cannot show the task, so it proves nothing.
     """
 
     grace: float = attrs.field(default=30.0, validator=non_negative("reconcile_grace", finite=True))
@@ -65,6 +73,15 @@ class ReconcileRules:
         default=60.0, validator=non_negative("reconcile_timeout", finite=True)
     )
     interval: float = attrs.field(default=2.0, validator=positive("interval", finite=True))
+    retention: float = attrs.field(
+        default=float(TASK_RETENTION_SECONDS), validator=positive("task_retention", finite=True)
+    )
+
+    def provable_until(self, sent_at: datetime) -> datetime:
+        """The last time (our wall clock) a list read can prove a submit sent at ``sent_at``
+        made no task: the whole window, from the send minus the skew margin, is still kept by
+        the service, whose clock may be up to the skew margin ahead of ours."""
+        return sent_at - CLOCK_SKEW + timedelta(seconds=self.retention) - CLOCK_SKEW
 
 
 @attrs.define
@@ -99,9 +116,17 @@ class Reconciler:
         since_sent = (clock.wall() - last_sent_at).total_seconds()
         proof_from = clock.now() + rules.grace - since_sent
         give_up_at = proof_from + rules.timeout
+        provable_until = rules.provable_until(ticket.sent_at)
+        expired = (
+            f"it was sent longer ago than the service keeps tasks ({rules.retention:g} s),"
+            " so the task list can no longer show its task"
+        )
         candidates: tuple[str, ...] = ()
         why = "no task list read succeeded"
         while True:
+            if clock.wall() > provable_until:
+                why = expired
+                break
             read_at = clock.now()
             items = await self._read(ticket.model, window_start)
             if items is not None:
@@ -127,6 +152,9 @@ class Reconciler:
                     item = next(item for item in created if item.task_id == candidates[0])
                     return Task(item.task_id, item.status, ticket.model, item.request_id)
                 if not candidates and read_at >= proof_from:
+                    if clock.wall() > provable_until:  # the window ran out during the read
+                        why = expired
+                        break
                     await record.answered(ticket, None)
                     on_settled(None)
                     logger.info("%s: the task list proves its lost submit made no task", label)
