@@ -454,8 +454,9 @@ def test_exactly_one_outcome_a_job_cancelled_at_each_step_of_its_way(lost_answer
                 assert emulator.submits_received(since=cancelled_at + 1e-9) == (), k
             if finished_first:
                 assert outcome.ok, outcome.error
-                # The cancels met the job waiting its turn, with a task waiting and running.
-                assert {"queued", "running"} <= statuses, statuses
+                # The cancels met the job waiting its turn (a warm planner may sleep through the
+                # task's whole run, so "running" need not be seen between two polls).
+                assert "queued" in statuses, statuses
                 # Reconciling after the lost answer, or with the task waiting on the service.
                 assert ("submitting" if lost_answer else "pending") in statuses, statuses
                 return
