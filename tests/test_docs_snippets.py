@@ -20,6 +20,7 @@ import dashscope_async as ds
 from dashscope_async.cli._sample_images import write_sample_images
 from dashscope_async.testing import Emulator, EmulatorConfig, RunningServer
 from tests.doc_snippets import NOT_RUN, ROOT, Snippet, excerpt_mismatches, python_snippets
+from tests.loopback_guard import sitecustomize as loopback_guard
 
 SNIPPETS = python_snippets()
 #: Seconds one block may take (programs start a Python process; tasks run at 1/100 speed).
@@ -60,7 +61,10 @@ def reader_env(server: RunningServer) -> dict[str, str]:
     env.update(
         DASHSCOPE_HTTP_BASE_URL=server.base_url,
         DASHSCOPE_API_KEY=server.api_key,
-        PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        # The guard's site hook first: the programs' sockets reach loopback only.
+        PYTHONPATH=os.pathsep.join(
+            [str(GUARD), str(ROOT), env.get("PYTHONPATH", "")]
+        ).rstrip(os.pathsep),
         PYTHONDONTWRITEBYTECODE="1",
     )
     return env
@@ -76,6 +80,10 @@ def loopback_only(resolve: Callable[..., Any]) -> Callable[..., Any]:
         return resolve(host, *args, **kwargs)
 
     return guarded
+
+
+#: The folder whose ``sitecustomize`` keeps the programs' sockets on loopback.
+GUARD = Path(loopback_guard.__file__).parent
 
 
 def run_process(args: list[str], cwd: Path, env: dict[str, str]) -> None:
@@ -170,6 +178,8 @@ def test_the_block_runs(
             monkeypatch.setenv(name, value)
         monkeypatch.chdir(files)
         monkeypatch.setattr(socket, "getaddrinfo", loopback_only(socket.getaddrinfo))
+        monkeypatch.setattr(socket.socket, "connect", loopback_guard.guarded_connect)
+        monkeypatch.setattr(socket.socket, "connect_ex", loopback_guard.guarded_connect_ex)
         run_fragment(snippet, served, env)
 
 
@@ -177,3 +187,28 @@ def test_the_collector_finds_every_kind() -> None:
     kinds = {s.kind for s in SNIPPETS}
     assert {"program", "test", "fragment"} <= kinds
     assert len(SNIPPETS) >= 40
+
+
+@pytest.mark.parametrize("address", ["10.0.0.5", "::ffff:10.0.0.5"])
+def test_a_program_the_docs_start_cannot_reach_past_loopback(
+    address: str, tmp_path: Path, served: RunningServer
+) -> None:
+    # A literal address never goes through getaddrinfo: the socket itself refuses it. The probe
+    # tries only once it has seen the guard in place, so a broken guard sends nothing either.
+    family = "AF_INET6" if ":" in address else "AF_INET"
+    program = (
+        "import socket\n"
+        "if socket.socket.connect.__name__ != 'guarded_connect':\n"
+        "    raise SystemExit('the loopback guard is not installed')\n"
+        f"s = socket.socket(socket.{family})\n"
+        "try:\n"
+        f"    s.connect(({address!r}, 6379))\n"
+        "except OSError as exc:\n"
+        "    assert 'loopback only' in str(exc), exc\n"
+        "else:\n"
+        "    raise SystemExit('connected')\n"
+        "s = socket.socket(socket.AF_INET)\n"
+        "assert 'loopback only' not in repr(s.connect_ex(('127.0.0.1', 9)))\n"
+    )
+    (tmp_path / "probe.py").write_text(program, encoding="utf-8")
+    run_process([sys.executable, "probe.py"], tmp_path, reader_env(served))
