@@ -62,9 +62,9 @@ def reader_env(server: RunningServer) -> dict[str, str]:
         DASHSCOPE_HTTP_BASE_URL=server.base_url,
         DASHSCOPE_API_KEY=server.api_key,
         # The guard's site hook first: the programs' sockets reach loopback only.
-        PYTHONPATH=os.pathsep.join(
-            [str(GUARD), str(ROOT), env.get("PYTHONPATH", "")]
-        ).rstrip(os.pathsep),
+        PYTHONPATH=os.pathsep.join([str(GUARD), str(ROOT), env.get("PYTHONPATH", "")]).rstrip(
+            os.pathsep
+        ),
         PYTHONDONTWRITEBYTECODE="1",
     )
     return env

@@ -40,8 +40,8 @@ def guarded_connect_ex(self: socket.socket, address: Any) -> int:
 
 def install() -> None:
     """Refuse every connection that does not go to loopback (idempotent)."""
-    socket.socket.connect = guarded_connect  # type: ignore[method-assign]
-    socket.socket.connect_ex = guarded_connect_ex  # type: ignore[method-assign]
+    socket.socket.connect = guarded_connect  # type: ignore[method-assign,assignment]
+    socket.socket.connect_ex = guarded_connect_ex  # type: ignore[method-assign,assignment]
 
 
 if __name__ == "sitecustomize":  # started as a program's site hook, not imported by a test
