@@ -173,6 +173,11 @@ class Spending(Protocol):
         """Replace the job's reservation by what was billed (0: give it all back)."""
         ...
 
+    async def settle_replayed(self, job: str, model: str, billed: int) -> None:
+        """A job found finished in the store: settle its reservation if the worker that
+        finished it died before settling (a job settled before is not billed again)."""
+        ...
+
 
 @attrs.define
 class LocalSpending:
@@ -195,3 +200,7 @@ class LocalSpending:
 
     async def settle(self, job: str, model: str, reserved: int, billed: int) -> None:
         self.ledger.settle(model, reserved, billed)
+
+    async def settle_replayed(self, job: str, model: str, billed: int) -> None:
+        # One process: the ledger started from the journal's spend, which counts this job.
+        return None

@@ -703,3 +703,7 @@ class RedisSpending:
     async def settle(self, job: str, model: str, reserved: int, billed: int) -> None:
         args = [job, billed, _micro_cny(self._budget.cost(model, billed)), self.journal._ttl_ms]
         await self.journal._write("settle", self.journal._settle, self._keys(), args)
+
+    async def settle_replayed(self, job: str, model: str, billed: int) -> None:
+        # The settle script counts a job once: a no-op when its worker settled it.
+        await self.settle(job, model, 0, billed)

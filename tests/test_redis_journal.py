@@ -309,6 +309,23 @@ async def test_a_job_holds_one_reservation_and_is_billed_once(server: RedisServe
         assert not await two.fits_now(MODEL, 1)
 
 
+async def test_a_job_found_finished_settles_what_its_dead_worker_left_reserved(
+    server: RedisServer,
+) -> None:
+    budget = ds.Budget(images=3)
+    async with journals(server, 2) as (first, second):
+        one, two = first.spending(budget), second.spending(budget)
+        assert await one.try_reserve("job", MODEL, 2)
+        # The first worker recorded the outcome and died before settling: the job replays.
+        await two.settle_replayed("job", MODEL, 1)
+        totals = await two.totals()
+        assert (totals.spent_images, totals.reserved_images) == (1, 0)
+        await two.settle_replayed("job", MODEL, 1)  # replayed again: billed once
+        await one.settle("job", MODEL, 2, 1)  # or settled after all: still once
+        totals = await two.totals()
+        assert (totals.spent_images, totals.reserved_images) == (1, 0)
+
+
 async def test_a_failed_job_gives_its_reservation_back(server: RedisServer) -> None:
     budget = ds.Budget(images=1)
     async with journals(server) as (journal,):

@@ -639,8 +639,10 @@ def _reply(kind: RequestKind, answer: Answer) -> httpx.Response | Exception:
 
 
 def _longest_wait_allowed(cap: float) -> float:
-    # A server's ask (capped), the backoff's cap, or the planner's longest regular gap.
-    return max(cap, MAX_RETRY_DELAY, PollPolicy().max_interval)
+    # A server's ask (capped), the backoff's cap, the planner's longest regular gap, or its
+    # sleep to the start of a first task's likely end (below the model's typical run time).
+    typical = ds.STYLE_REPAINT.typical_run_seconds
+    return max(cap, MAX_RETRY_DELAY, PollPolicy().max_interval, typical)
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])

@@ -189,6 +189,11 @@ class JobPipeline:
         """Take one job from handed in to saved images; raises the job's error."""
         async with self.journal.claim(state) as entry:
             if entry is not None and entry.state.is_final:
+                if self.spending is not None and state.journal_key and entry.result is not None:
+                    # A worker that died after recording the outcome may not have settled.
+                    await self.spending.settle_replayed(
+                        state.journal_key, state.model, entry.result.billed_images
+                    )
                 return await self.journal.replay(
                     state, entry, self.save, download=self.download_dir is not None
                 )
