@@ -348,11 +348,14 @@ def test_four_workers_keep_the_accounts_limits(redis: RedisServer, tmp_path: Pat
         assert stats.throttled == 0  # the shared poll budget kept the task endpoints' 20 QPS
 
 
-def run_at_raised_rate(redis: RedisServer, tmp_path: Path, *, rate: int = 10) -> list[float]:
+def run_at_raised_rate(
+    redis: RedisServer, tmp_path: Path, *, rate: int = 10, safety_margin: float = 0.05
+) -> list[float]:
     """4 workers x 50 jobs, slots lifted, ``rate`` submits/s; the emulator's submit times.
 
     The limits kept and every job done once are checked here; ``benchmarks.scale_out`` reads
-    the times for the rate reached.
+    the times for the rate reached (with a thinner ``safety_margin``, to come close to the rate:
+    a test keeps the library's default, so a loaded machine's transit jitter is not a failure).
     """
     with serving(submit_rate=rate, max_in_progress=None) as server:
         settings = _settings(
@@ -363,7 +366,7 @@ def run_at_raised_rate(redis: RedisServer, tmp_path: Path, *, rate: int = 10) ->
             submit_rate=float(rate),
             max_in_progress=1000,
             poll_rate=100.0,
-            safety_margin=0.005,
+            safety_margin=safety_margin,
         )
         _run_workers(settings, server, 4, timeout=60)
         assert_every_job_done_once(server, _expected_keys(settings, 4), _outcomes(settings))
