@@ -62,6 +62,28 @@ def cli_env(served: Served | None) -> dict[str, str]:
     return env
 
 
+def start_batch(
+    served: Served, manifest: Path, out: Path | str, *, cwd: Path | None = None
+) -> subprocess.Popen[str]:
+    """``dashscope-async batch MANIFEST -o OUT`` against the served emulator, running on."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dashscope_async",
+            "batch",
+            os.fspath(manifest),
+            "-o",
+            os.fspath(out),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(served),
+        cwd=cwd,
+    )
+
+
 def submissions(emulator: Any) -> int:
     """Submissions the emulator accepted or refused, over both models."""
     counted = emulator.stats.submissions
@@ -201,21 +223,7 @@ def test_interrupted_batch_resumes_without_sending_a_job_twice(
     manifest = repaint_manifest(tmp_path / "jobs.jsonl", samples, count)
     out = tmp_path / "out"
     before = submissions(served.emulator)
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dashscope_async",
-            "batch",
-            os.fspath(manifest),
-            "-o",
-            os.fspath(out),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=cli_env(served),
-    )
+    process = start_batch(served, manifest, out)
     deadline = time.monotonic() + 30
     while submissions(served.emulator) - before < 3 and time.monotonic() < deadline:
         time.sleep(0.05)

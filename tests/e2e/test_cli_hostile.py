@@ -25,7 +25,7 @@ import attrs
 import pytest
 
 from dashscope_async.testing import Emulator, EmulatorConfig, Fault
-from tests.e2e.test_cli_e2e import REPO, Served, cli_env, submissions
+from tests.e2e.test_cli_e2e import REPO, Served, cli_env, start_batch, submissions
 from tests.images_util import make_image
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(120)]
@@ -179,14 +179,7 @@ def test_ctrl_c_while_a_manifest_is_checked_exits_130(served: Served, tmp_path: 
     line = json.dumps({"kind": "repaint", "image": os.fspath(image), "style": "anime"})
     manifest.write_text((line + "\n") * 20_000)
     before = _requests(served)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "dashscope_async", "batch", os.fspath(manifest), "-o", "out"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=cli_env(served),
-        cwd=tmp_path,
-    )
+    process = start_batch(served, manifest, "out", cwd=tmp_path)
     time.sleep(2.0)  # loading and checking 20,000 lines takes far longer than this
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=30)
@@ -208,21 +201,7 @@ def test_a_second_ctrl_c_only_shortens_the_wait_for_cancels(served: Served, tmp_
     served.emulator.faults.script("cancel_task", Fault.slow(60), times=20)
     before = submissions(served.emulator)
     cancels_before = served.emulator.stats.requests["cancel_task"]
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dashscope_async",
-            "batch",
-            os.fspath(manifest),
-            "-o",
-            os.fspath(out),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=cli_env(served),
-    )
+    process = start_batch(served, manifest, out)
     try:
         deadline = time.monotonic() + 30
         while submissions(served.emulator) == before and time.monotonic() < deadline:
