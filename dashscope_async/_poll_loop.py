@@ -181,26 +181,27 @@ def _seen(poll: TaskPoll, info: TaskInfo, clock: Clock) -> bool:
         poll.seen_pending = True
     elif info.status is TaskStatus.RUNNING and not poll.seen_running:
         poll.seen_running = True
-        # Never seen PENDING: it started when it was submitted, into a free slot; else when
-        # the service says it was scheduled (or now, if it does not say).
-        poll.running_since = (
-            _started_at(poll, info, clock) if poll.seen_pending else poll.submitted_at
-        )
+        # When the service says it was scheduled (a task submitted into a free slot still
+        # waits a few tens of milliseconds for that), else from its submission, or now.
+        poll.running_since = _started_at(poll, info, clock)
         return True
     return False
 
 
 def _started_at(poll: TaskPoll, info: TaskInfo, clock: Clock) -> float:
-    """The clock reading at which a task that waited PENDING started.
+    """The clock reading at which a task started running.
 
     From the service's own times: it waited ``scheduled_time - submit_time`` after its
     submission. Both are read from one clock, the service's, so a skew between its clock and
-    ours does not matter. Without them, now. Kept between the submission and now.
+    ours does not matter. Without them, its submission if it went into a free slot, else now.
+    Kept between the submission and now.
     """
     now = clock.now()
     submitted_at = poll.submitted_at
-    if submitted_at is None or info.scheduled_time is None or info.submit_time is None:
+    if submitted_at is None:
         return now
+    if info.scheduled_time is None or info.submit_time is None:
+        return now if poll.seen_pending else submitted_at
     waited = (info.scheduled_time - info.submit_time).total_seconds()
     return min(max(submitted_at + waited, submitted_at), now)
 

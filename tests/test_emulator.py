@@ -250,6 +250,10 @@ async def test_tasks_beyond_the_concurrency_limit_wait_and_start_in_order(
     assert stats.busy_time(REPAINT_MODEL) == pytest.approx(
         stats.makespan(REPAINT_MODEL) - first_gap - sum(gaps), abs=2e-3
     )
+    # Queued back to back, the slot is held all along: scheduling is the service's time.
+    assert stats.held_time(REPAINT_MODEL) == pytest.approx(stats.makespan(REPAINT_MODEL))
+    assert stats.slot_utilisation(REPAINT_MODEL) == pytest.approx(1.0)
+    assert stats.utilisation(REPAINT_MODEL) < 1.0
 
 
 async def test_reject_mode_answers_429_when_the_slot_is_taken(

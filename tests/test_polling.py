@@ -5,6 +5,7 @@ All pure arithmetic: no clock and no event loop, so every number is exact.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from typing import Any
@@ -56,8 +57,9 @@ def delay(planner: PollPlanner, t: float | None, **kwargs: Any) -> float:
         ("max_interval", math.nan),
         ("first_poll", -0.5),
         ("deadline", -1.0),
-        ("end_spacing", 0.0),
-        ("cold_end_spacing", 0.0),
+        ("polls_per_task", 0.0),
+        ("polls_per_task", math.inf),
+        ("cold_polls_per_task", -1.0),
         ("cold_probes", (0.5, 0.2)),
         ("cold_probes", (1.5,)),
         ("cold_probes", (0.0,)),
@@ -78,58 +80,74 @@ def test_policy_rejects_max_interval_below_min_interval() -> None:
 # --- the planner: a model with a known run time -------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("since_running", "expected"),
-    [
-        # Before the early quantile 10 * exp(-0.1) = 9.0484: one sleep until it, past max_interval.
-        (0.0, 9.048374180359595),
-        (5.0, 4.048374180359595),
-        (8.9, 0.148374180359595),
-        # Within min_interval of it: the rest of the sleep.
-        (9.0, 0.048374180359595),
-        # Inside the window: 0.13 * sqrt(erfc(z / sqrt 2)) * exp(z**2 / 4), denser as the end
-        # nears and fewer tasks are left running ...
-        (9.05, 0.4922131682699387),
-        (9.5, 0.22018968024499705),
-        (10.0, 0.13),
-        (10.5, 0.09463049425680256),
-        (11.0, 0.07672859903596164),
-        # ... until the exp(z**2 / 4) backs off on an overrun: 10 % of the time run so far at
-        # most, and at most max_interval.
-        (12.0, 0.7701851042379387),
-        (20.0, 2.0),
-        (40.0, 4.0),
-        (100.0, 5.0),
-    ],
-)
-def test_schedule_of_a_known_model(since_running: float, expected: float) -> None:
+def test_schedule_of_a_known_model() -> None:
+    """One sleep to the first poll, the schedule's polls one after another, then the overrun."""
     planner = PollPlanner(stats=FixedStats())
-    assert delay(planner, since_running) == pytest.approx(expected, rel=1e-9)
+    times = planner.schedule(REPAINT).times
+    first = times[0]
+    # The first poll lies in the early tail of the run time (median 10 s, 5 % spread), not at 0.
+    assert 10.0 * math.exp(-3 * 0.05) <= first < 10.0
+    # Before it: one sleep until it, longer than max_interval if need be.
+    assert delay(planner, 0.0) == pytest.approx(first)
+    assert delay(planner, 5.0) == pytest.approx(first - 5.0)
+    # Within min_interval of it: the rest of the sleep, never less than min_interval.
+    assert delay(planner, first - 0.01) == pytest.approx(0.04)
+    # At each poll, the next one; a poll answered a little late still aims at the next.
+    for here, there in itertools.pairwise(times):
+        assert delay(planner, here) == pytest.approx(max(there - here, 0.04))
+        assert delay(planner, here + 0.01) == pytest.approx(max(there - here - 0.01, 0.04))
+    assert all(later - earlier >= 0.04 - 1e-12 for earlier, later in itertools.pairwise(times))
+    # Past the schedule (0.13 % of runs): 10 % of the time run so far, at most max_interval.
+    assert times[-1] < 20.0
+    assert delay(planner, 20.0) == pytest.approx(2.0)
+    assert delay(planner, 40.0) == pytest.approx(4.0)
+    assert delay(planner, 100.0) == pytest.approx(5.0)
 
 
-@pytest.mark.parametrize(
-    ("since_running", "expected"),
-    [
-        # One probe at a tenth of the registry's typical 15 s ...
-        (0.0, 1.5),
-        (1.0, 0.5),
-        # ... then a sleep to the early quantile 15 * exp(-2 * 0.08) = 12.78 s ...
-        (1.47, 11.31215683449317),
-        (5.0, 7.78215683449317),
-        # ... then 2 % of 15 s (for a 5 % spread; the registry's 8 %: 0.38 s) at the median.
-        (13.0, 0.844462526416808),
-        (14.0, 0.4570178396764345),
-        (15.0, 0.3794733192202055),
-        (16.0, 0.4465217999888482),
-        (18.0, 1.3902887160680921),
-        # An overrun: 10 % of the time run so far.
-        (30.0, 3.0),
-    ],
-)
-def test_first_task_schedule_starts_from_the_registry(
-    since_running: float, expected: float
-) -> None:
-    assert delay(PollPlanner(), since_running) == pytest.approx(expected, rel=1e-9)
+def test_first_task_schedule_starts_from_the_registry() -> None:
+    planner = PollPlanner()
+    times = planner.schedule(REPAINT).times
+    # One probe at a tenth of the registry's typical 15 s ...
+    assert delay(planner, 0.0, polls_so_far=0) == pytest.approx(1.5)
+    assert delay(planner, 1.0, polls_so_far=0) == pytest.approx(0.5)
+    # Once it is sent (and even if the service's times start the task a little later), the
+    # probe is not planned again.
+    assert delay(planner, 1.46, polls_so_far=1) == pytest.approx(times[0] - 1.46)
+    # ... then a sleep to the first poll of the schedule for 15 s and the registry's 8 % ...
+    assert 15.0 * math.exp(-3 * 0.08) <= times[0] < 15.0
+    assert delay(planner, 1.47) == pytest.approx(times[0] - 1.47)
+    assert delay(planner, 5.0) == pytest.approx(times[0] - 5.0)
+    # ... spending the first task's smaller budget, then 10 % of the time run so far.
+    assert planner.schedule(REPAINT).expected_polls <= PollPolicy().cold_polls_per_task
+    assert delay(planner, 30.0) == pytest.approx(3.0)
+
+
+def test_one_observed_run_replaces_the_registry_s_schedule() -> None:
+    stats = RunTimeStats()
+    planner = PollPlanner(stats=stats)
+    cold = planner.schedule(REPAINT)
+    stats.observe(REPAINT, 5.0)
+    warm = planner.schedule(REPAINT)
+    assert warm.times[0] < 5.0 < warm.times[-1]
+    assert cold.times[0] > 10.0
+    assert warm.expected_polls <= PollPolicy().polls_per_task
+
+
+def test_the_schedule_is_solved_again_less_and_less_often() -> None:
+    stats = RunTimeStats()
+    planner = PollPlanner(stats=stats)
+    solved = []
+    schedule = planner.schedule(REPAINT)
+    for run in range(1, 101):
+        stats.observe(REPAINT, 10.0 + (run % 7) * 0.1)
+        if planner.schedule(REPAINT) is not schedule:
+            schedule = planner.schedule(REPAINT)
+            solved.append(run)
+    assert solved[:7] == [1, 2, 3, 4, 5, 6, 7]
+    assert solved[-1] > 90
+    # Every 16 runs once the estimate has settled, not after every one.
+    assert len(solved) < 25
+    assert all(b - a <= 16 for a, b in itertools.pairwise(solved))
 
 
 @pytest.mark.parametrize(
@@ -155,19 +173,32 @@ def test_min_interval_bounds_the_gap_of_a_fast_model() -> None:
     stats = RunTimeStats()
     for seconds in (1.0, 1.0, 1.0):
         stats.observe(REPAINT, seconds)
-    planner = PollPlanner(stats=stats)
-    # 1.5 % of a 1 s run would be 17 ms; min_interval keeps it at 40 ms.
-    assert delay(planner, 1.0) == 0.04
-    assert delay(PollPlanner(PollPolicy(min_interval=0.001), stats=stats), 1.0) == pytest.approx(
-        0.013 * math.sqrt(stats.expected(REPAINT).log_sigma / 0.05)
-    )
+    times = PollPlanner(stats=stats).schedule(REPAINT).times
+    assert min(b - a for a, b in itertools.pairwise(times)) >= 0.04 - 1e-12
+    finer = PollPlanner(PollPolicy(min_interval=0.001), stats=stats).schedule(REPAINT)
+    assert min(b - a for a, b in zip(finer.times, finer.times[1:], strict=False)) < 0.04
+
+
+def test_a_short_task_spends_at_most_half_the_account_s_polls_over_its_run() -> None:
+    stats = RunTimeStats()
+    for seconds in (0.6, 0.6, 0.6):
+        stats.observe(REPAINT, seconds)
+    free = PollPlanner(stats=stats).schedule(REPAINT)
+    capped = PollPlanner(stats=stats, poll_rate=10.0).schedule(REPAINT)
+    assert capped.expected_polls <= 0.5 * 10.0 * 0.6 < free.expected_polls
+    # A long task is not held back: 10 polls a second is far more than it spends.
+    stats.observe(SKETCH_TO_IMAGE.name, 25.0)
+    assert PollPlanner(stats=stats, poll_rate=10.0).schedule(SKETCH_TO_IMAGE.name) == PollPlanner(
+        stats=stats
+    ).schedule(SKETCH_TO_IMAGE.name)
 
 
 def test_first_poll_setting_fixes_the_first_poll_only() -> None:
     planner = PollPlanner(PollPolicy(first_poll=2.0), stats=FixedStats())
     assert delay(planner, 0.5, since_submit=0.5, polls_so_far=0) == 1.5
     assert delay(planner, 3.0, since_submit=3.0, polls_so_far=0) == 0.0
-    assert delay(planner, 2.0, since_submit=2.0, polls_so_far=1) == pytest.approx(7.048374180359595)
+    first = planner.schedule(REPAINT).times[0]
+    assert delay(planner, 2.0, since_submit=2.0, polls_so_far=1) == pytest.approx(first - 2.0)
 
 
 def test_no_delay_runs_past_the_deadline() -> None:
@@ -235,7 +266,7 @@ def test_fast_tasks_are_noticed_within_min_interval() -> None:
         stats.observe(REPAINT, run)
     assert max(lag for _, lag in results) <= 0.08
     assert sum(lag for _, lag in results) / len(results) < 0.03
-    assert max(polls for polls, _ in results) <= 8
+    assert max(polls for polls, _ in results) <= 10
 
 
 @pytest.mark.parametrize("shape", ["lognormal 5 %", "uniform 10 %"])
@@ -289,8 +320,8 @@ def test_a_first_task_costs_at_most_10_polls_and_half_a_second(shape: str) -> No
         # Far faster than the registry says: noticed by the probe at 1.5 s ...
         (0.03, 1.5),
         (1.4, 1.5),
-        # ... or at the early quantile of the registry's run time (12.78 s).
-        (3.0, 12.8),
+        # ... or at the first poll of the registry's schedule (13.73 s).
+        (3.0, 13.74),
         # Far slower: within 10 % of its run time.
         (40.0, 44.0),
         (120.0, 132.0),

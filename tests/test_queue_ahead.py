@@ -21,7 +21,6 @@ from dashscope_async._journal import JobState, Journal
 from dashscope_async._models import TaskStatus
 from dashscope_async._polling import PollPlanner, RunTimeEstimate, RunTimeStats
 from dashscope_async.testing import Emulator, EmulatorConfig, Fault
-from tests.slot_use import client_utilisation
 from tests.virtual_time import virtual_time
 
 REPAINT = ds.STYLE_REPAINT.name
@@ -101,7 +100,7 @@ async def _keeps_the_slot_busy(emulator: Emulator) -> None:
     outcomes, events = await run_all(emulator, 20)
     stats = emulator.stats
     assert all(o.ok for o in outcomes) and len(outcomes) == 20
-    assert client_utilisation(emulator, REPAINT) >= 0.998
+    assert emulator.stats.slot_utilisation(REPAINT) >= 0.998
     assert sum(stats.polls.values()) / 20 <= 3
     # One running, one waiting behind it; never more, never a throttle, paced as always.
     assert stats.peak_running[REPAINT] == 1
@@ -118,7 +117,7 @@ async def test_short_tasks_queued_ahead_keep_the_slot_99_percent_busy() -> None:
     poll = ds.PollPolicy(run_time_priors={REPAINT: 1.0})
     outcomes, _ = await run_all(emulator, 20, poll=poll)
     assert all(o.ok for o in outcomes)
-    assert client_utilisation(emulator, REPAINT) >= 0.99
+    assert emulator.stats.slot_utilisation(REPAINT) >= 0.99
     assert sum(emulator.stats.polls.values()) / 20 <= 3
 
 
@@ -194,7 +193,7 @@ async def test_several_queued_ahead_on_several_slots() -> None:
     assert all(o.ok for o in outcomes)
     assert stats.peak_running[REPAINT] == 2
     assert stats.peak_in_progress[REPAINT] == 5
-    assert client_utilisation(emulator, REPAINT) >= 0.998
+    assert emulator.stats.slot_utilisation(REPAINT) >= 0.998
     # Each waits about as many run times as there are tasks before it: few PENDING polls.
     assert sum(stats.polls.values()) / 24 <= 3.5
 
@@ -215,7 +214,7 @@ async def test_after_a_refusal_the_model_is_polled_closely_again() -> None:
     emulator = emulator_for(when_busy="reject")
     await run_all(emulator, 8)
     # Without queue-ahead the slot waits for the end to be noticed: the default schedule.
-    assert client_utilisation(emulator, REPAINT) >= 0.98
+    assert emulator.stats.slot_utilisation(REPAINT) >= 0.98
 
 
 # --- the budget, the journal and the Redis limiter -----------------------------------------------

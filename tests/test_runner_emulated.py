@@ -15,7 +15,6 @@ from hypothesis import HealthCheck, given, settings
 
 import dashscope_async as ds
 from dashscope_async.testing import Emulator, EmulatorConfig, Fault
-from tests.slot_use import client_utilisation
 from tests.virtual_time import virtual_time
 
 REPAINT = ds.STYLE_REPAINT.name
@@ -255,30 +254,45 @@ async def test_the_first_task_of_a_model_is_polled_from_the_registry_s_run_time(
         assert emulator.stats.detection_lag[first.task_id] <= 0.5
 
 
+SEEDS = range(4)
+
+
 @virtual_time
 async def test_twenty_15_s_tasks_keep_the_slot_99_percent_busy() -> None:
-    emulator = Emulator(EmulatorConfig(seed=2, render_results=False))
-    await _twenty_tasks_keep_the_slot_busy(emulator)
+    """Lognormal run times (5 %), four batches from cold: about 99 % busy, about 7 polls a task."""
+    await _twenty_tasks_keep_the_slot_busy(
+        [Emulator(EmulatorConfig(seed=seed, render_results=False)) for seed in SEEDS]
+    )
 
 
 @virtual_time
 async def test_twenty_15_s_tasks_of_uniform_run_time_keep_the_slot_99_percent_busy() -> None:
-    # The polls per task vary with the drawn run times (about 5 to 8 over seeds 0-9).
-    config = EmulatorConfig(seed=5, render_results=False).with_model(
-        REPAINT, run_distribution="uniform", run_jitter=0.1
-    )
-    await _twenty_tasks_keep_the_slot_busy(Emulator(config), utilisation=0.985)
+    configs = [
+        EmulatorConfig(seed=seed, render_results=False).with_model(
+            REPAINT, run_distribution="uniform", run_jitter=0.1
+        )
+        for seed in SEEDS
+    ]
+    await _twenty_tasks_keep_the_slot_busy([Emulator(config) for config in configs])
 
 
-async def _twenty_tasks_keep_the_slot_busy(emulator: Emulator, utilisation: float = 0.99) -> None:
-    async with emulator.client() as client, ds.AsyncTaskRunner(client) as runner:
-        outcomes = [o async for o in runner.map(repaints(emulator, 20))]
-    assert all(o.ok for o in outcomes)
-    stats = emulator.stats
-    assert client_utilisation(emulator, REPAINT) >= utilisation
-    # Every poll of the batch, the first task's included.
-    assert sum(stats.polls.values()) / 20 <= 7
-    assert stats.throttled == 0
+async def _twenty_tasks_keep_the_slot_busy(emulators: list[Emulator]) -> None:
+    """Each batch learns its run times from nothing (its first task runs on the registry's)."""
+    used, polls = [], []
+    for emulator in emulators:
+        async with emulator.client() as client, ds.AsyncTaskRunner(client) as runner:
+            outcomes = [o async for o in runner.map(repaints(emulator, 20))]
+        assert all(o.ok for o in outcomes)
+        stats = emulator.stats
+        assert stats.throttled == 0
+        used.append(stats.slot_utilisation(REPAINT))
+        # Every poll of the batch, the first task's included.
+        polls.append(sum(stats.polls.values()) / 20)
+    # Learning from nothing shows in the worst batch; the typical one misses about 1 % of the
+    # slot (the benchmarks measure it over more batches).
+    assert min(used) >= 0.985
+    assert sum(used) / len(used) >= 0.988
+    assert sum(polls) / len(polls) <= 7.5
 
 
 @virtual_time
@@ -293,6 +307,6 @@ async def test_short_tasks_use_the_poll_budget_to_keep_the_slot_busy() -> None:
         outcomes = [o async for o in runner.map(repaints(emulator, 20))]
     assert all(o.ok for o in outcomes)
     stats = emulator.stats
-    assert client_utilisation(emulator, REPAINT) >= 0.97
+    assert emulator.stats.slot_utilisation(REPAINT) >= 0.97
     assert stats.max_task_requests_in_any_window(1.0) <= 10
     assert stats.throttled == 0

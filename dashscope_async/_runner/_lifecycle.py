@@ -147,7 +147,7 @@ class AsyncTaskRunner:
             reconciler=Reconciler(client, self._limiter, rules, self._clock),
             spending=None,
             poll_policy=poll_policy,
-            planner=PollPlanner(poll_policy),
+            planner=PollPlanner(poll_policy, poll_rate=self._limiter.limits.poll_rate),
             download_dir=None if download_dir is None else Path(download_dir),
             events=JobEvents(self._events),
             queue_ahead=QueueAhead(self._limiter),

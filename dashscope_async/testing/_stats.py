@@ -48,6 +48,9 @@ class EmulatorStats:
         task_request_times: the time of every accepted get/list/cancel request.
         detection_lag: per task, the time from its end to the first poll that saw it finished.
         busy_intervals: per model, the (start, end) of every task that ran.
+        held_intervals: per model, the (slot taken, end) of every task that ran: from the
+            moment the service gave it a slot, which it then spends a few tens of milliseconds
+            scheduling (no client can shorten that), to its end.
         duplicate_submissions: per model, accepted submissions whose body equalled an earlier
             one's (a duplicate task: billed twice).
         credential_leaks: every request to an upload or result host that carried credentials.
@@ -74,6 +77,7 @@ class EmulatorStats:
     task_request_times: list[float] = attrs.field(factory=list)
     detection_lag: dict[str, float] = attrs.field(factory=dict)
     busy_intervals: dict[str, list[tuple[float, float]]] = attrs.field(factory=dict)
+    held_intervals: dict[str, list[tuple[float, float]]] = attrs.field(factory=dict)
     duplicate_submissions: Counter[str] = attrs.field(factory=Counter)
     credential_leaks: list[CredentialLeak] = attrs.field(factory=list)
     requests: Counter[str] = attrs.field(factory=Counter)
@@ -100,13 +104,11 @@ class EmulatorStats:
 
     def busy_time(self, model: str) -> float:
         """Seconds during which at least one task of ``model`` was running."""
-        total, reach = 0.0, float("-inf")
-        for start, end in sorted(self.busy_intervals.get(model, [])):
-            if end <= reach:
-                continue
-            total += end - max(start, reach)
-            reach = end
-        return total
+        return _covered(self.busy_intervals.get(model, []))
+
+    def held_time(self, model: str) -> float:
+        """Seconds during which at least one slot of ``model`` was held by a task."""
+        return _covered(self.held_intervals.get(model, []))
 
     def makespan(self, model: str) -> float:
         """Seconds from the first accepted submission of ``model`` to its last task's end."""
@@ -117,14 +119,34 @@ class EmulatorStats:
         return max(end for _, end in intervals) - times[0]
 
     def utilisation(self, model: str) -> float:
-        """``busy_time / makespan``: how well a client kept the model's slot busy (0 to 1)."""
+        """``busy_time / makespan``: the share of the run during which a task was running."""
         span = self.makespan(model)
         return self.busy_time(model) / span if span > 0 else 0.0
+
+    def slot_utilisation(self, model: str) -> float:
+        """``held_time / makespan``: how well a client kept the model's slot busy (0 to 1).
+
+        What the client's pacing, polling and queueing decided: the service's scheduling of
+        each task, inside the slot, counts as held.
+        """
+        span = self.makespan(model)
+        return self.held_time(model) / span if span > 0 else 0.0
 
     @property
     def total_duplicates(self) -> int:
         """Duplicate submissions over all models."""
         return sum(self.duplicate_submissions.values())
+
+
+def _covered(intervals: list[tuple[float, float]]) -> float:
+    """Seconds inside at least one of the intervals."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(intervals):
+        if end <= reach:
+            continue
+        total += end - max(start, reach)
+        reach = end
+    return total
 
 
 def _max_in_window(times: list[float], window: float) -> int:

@@ -180,5 +180,6 @@ class Lane:
         self.stats.busy_intervals.setdefault(self.model, []).append(
             (task.started_at, task.ended_at)
         )
+        self.stats.held_intervals.setdefault(self.model, []).append((at, task.ended_at))
         if len(self.running) > self.stats.peak_running[self.model]:
             self.stats.peak_running[self.model] = len(self.running)
