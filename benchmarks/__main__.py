@@ -1,8 +1,9 @@
-"""``python -m benchmarks [slots|overhead|memory|throughput] [--quick] [--plots DIR]``.
+"""``python -m benchmarks [slots|overhead|memory|throughput|budget] [--quick] [--plots DIR]``.
 
 Runs the benchmarks and prints their tables. ``slots`` runs every client side by side on
 identical emulators; ``overhead`` is our CPU per job against bare httpx requests; ``memory`` is
-100,000 jobs from a generator; ``throughput`` is jobs per second with every limit lifted.
+100,000 jobs from a generator; ``throughput`` is jobs per second with every limit lifted;
+``budget`` is slot utilisation against ``PollPolicy.polls_per_task`` over many batches.
 ``--quick`` runs the slot scenarios at scaled time only (about a minute); ``--plots DIR`` writes
 the chart and the figures as JSON; ``replot --plots DIR`` redraws the chart from that JSON.
 """
@@ -14,6 +15,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -23,6 +25,7 @@ import anyio
 import attrs
 
 from benchmarks.overhead import OverheadFigures, overhead
+from benchmarks.poll_budget import run_budgets
 from benchmarks.slots import Scenario, SlotFigures, measure
 from benchmarks.throughput import MemoryFigures, ThroughputFigures, throughput
 
@@ -251,6 +254,38 @@ def main(argv: Sequence[str] | None = None) -> int:
                         f"{f.client_jobs_per_second:,.0f}",
                     ]
                     for name, f in tput
+                ],
+            )
+        )
+    if "budget" in args.which:
+        batches = 4 if args.quick else 12
+        print("\nPoll budget: slot utilisation against polls per task (virtual time, from cold)\n")
+        print(
+            table(
+                [
+                    "shape",
+                    "jobs",
+                    "polls_per_task",
+                    "batches",
+                    "polls/task",
+                    "utilisation",
+                    "worst",
+                    ">= 99.0 %",
+                    "lag median",
+                ],
+                [
+                    [
+                        f.shape,
+                        f.jobs,
+                        f"{f.polls_per_task:g}",
+                        f.batches,
+                        f"{statistics.fmean(f.polls):.2f} (max {max(f.polls):.2f})",
+                        f"{100 * statistics.fmean(f.utilisation):.2f} %",
+                        f"{100 * min(f.utilisation):.2f} %",
+                        f"{100 * f.share_at_least(0.99):.0f} %",
+                        f"{f.lag_median:.3f} s",
+                    ]
+                    for f in run_budgets(batches=batches, long_batches=max(2, batches // 2))
                 ],
             )
         )

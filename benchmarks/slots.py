@@ -105,7 +105,7 @@ def figures(peer: PeerSpec, scenario: Scenario, emulator: Emulator, succeeded: i
         jobs=scenario.jobs,
         succeeded=succeeded,
         makespan=stats.makespan(MODEL),
-        utilisation=stats.utilisation(MODEL),
+        utilisation=stats.slot_utilisation(MODEL),
         polls_per_task=statistics.fmean(polls) if polls else float("nan"),
         polls_p95=_quantile(polls, 0.95),
         first_task_polls=stats.polls.get(first_id, 0),

@@ -32,11 +32,9 @@ from ._validators import non_negative, positive
 
 __all__ = ["PollPlanner", "PollPolicy", "RunTimeEstimate", "RunTimeStats"]
 
-#: z-scores of the window the planner polls densely in: about 2.3 % of runs end before it, 2.3 %
-#: after it.
+#: z-scores of a run time's likely window (``RunTimeEstimate.low``/``high``): about 2.3 % of runs
+#: end before it, 2.3 % after it.
 WINDOW_Z: Final = 2.0
-#: The run-time spread ``PollPolicy.end_spacing`` is stated for (a log standard deviation).
-REFERENCE_LOG_SIGMA: Final = 0.05
 #: Run time assumed for a model the registry does not know (only a prior: one run replaces it).
 UNKNOWN_MODEL_RUN_SECONDS: Final = 15.0
 #: The spread assumed for a model the registry does not know (a log standard deviation).
@@ -289,49 +287,46 @@ class RunTimeStats:
 class PollPlanner:
     """Decides how long to wait before polling a task again.
 
-    For a task that has run ``t`` seconds (``since_running``) of a model whose run time is
-    estimated as a lognormal with median ``m`` and log spread ``s`` (``RunTimeStats``), let
-    ``z = ln(t / m) / s`` be how unusual ending now would be. The schedule:
+    For a running task of a model whose run time is estimated as a lognormal with median ``m``
+    and log spread ``s`` (``RunTimeStats``), the planner keeps a schedule (``schedule()``): poll
+    times counted from the task's start.
 
-    1. **Sleep through the unlikely start.** Nothing is polled before the early quantile
-       ``low = m * exp(-2 s)`` (about 2.3 % of runs end sooner): one sleep replaces the ladder
-       of useless early polls a fixed schedule spends.
-    2. **Poll densely where the end is likely.** From there the gap is
-       ``end_spacing * m * sqrt(s / 0.05) * sqrt(2 S(z) / f(z)) * f(0)**0.5`` with ``f`` the
-       standard normal density and ``S`` its survival (``erfc(z / sqrt 2) / 2``), which is
-       ``sqrt(erfc(z / sqrt 2)) * exp(z**2 / 4)``. A poll at ``t`` costs only if the task is
-       still running then (``S``) and saves lag in proportion to how likely the end is near
-       it (``f``): gaps in proportion to ``sqrt(S / f)`` (one over the square root of the
-       hazard) minimise the expected delay in noticing the end for the expected number of
-       polls. The ``sqrt(s)`` factor balances the two costs when the spread differs from the
-       5 % the default is tuned for. For a 15 s model with a 5 % spread the gap is 0.2 s at
-       the median: the end is noticed about 0.12 s late on average (under 1 % of the run)
-       for about 6 to 7 polls per task, where the SDK's ladder spends 8 and is up to 4 s
-       late. Past ``high`` (``z > 2``) the ``S`` factor stays at its value there.
-    3. **Back off on an overrun.** The gap never exceeds ``overrun_growth * t`` (10 %):
-       in the tails ``exp(z**2 / 4)`` grows fast, so a task that runs unusually long is
-       polled less and less often but still noticed within 10 % of its run time.
-    4. **A warm first task.** Before the first run of a model is observed, the same rule runs
-       around the registry's typical run time and spread (``ModelSpec.typical_run_seconds``,
-       ``ModelSpec.run_time_spread``: 15 s and 8 % for style repaint), with the coarser
-       ``cold_end_spacing``, plus one probe at a tenth of the typical run time
+    1. **Sleep through the unlikely start.** Nothing is polled before the schedule's first
+       poll, in the early tail of the run time: one sleep replaces the ladder of useless early
+       polls a fixed schedule spends.
+    2. **Poll where a poll saves the most.** The schedule is the one with the least expected
+       delay in noticing the end for at most ``polls_per_task`` expected polls per task,
+       solved exactly for the estimate (``_poll_schedule.optimal_schedule``): sparse where the
+       window opens, densest as it closes. Learned 15 s runs with a 5 % spread are noticed
+       about 0.12 s late for about 6.2 polls per task, where the SDK's ladder spends 8 and is
+       up to 4 s late.
+    3. **Back off on an overrun.** Past the schedule's last poll (0.13 % of runs), the gap is
+       ``overrun_growth * t`` (10 % of the time run so far), so a task that runs unusually
+       long is polled less and less often but still noticed within 10 % of its run time.
+    4. **A warm first task.** Before the first run of a model is observed, the schedule is
+       solved for the registry's typical run time and spread (``ModelSpec.typical_run_seconds``,
+       ``ModelSpec.run_time_spread``: 15 s and 8 % for style repaint) with the smaller
+       ``cold_polls_per_task``, plus one probe at a tenth of the typical run time
        (``cold_probes``) in case the model runs far faster than the registry says. A first
-       15 s task costs about 6 polls (at most 10 for 19 runs in 20) and is noticed about
-       0.2 s late; a far faster model is noticed at the probe or at ``low``, a far slower one
-       by rule 3. One observed run replaces the guess.
+       15 s task costs about 5 to 6 polls (at most 10 for 19 runs in 20) and is noticed about
+       0.2 s late; a far faster model is noticed at the probe or at the first poll, a far
+       slower one by rule 3. One observed run replaces the guess.
 
-    Every gap is kept within ``[min_interval, max_interval]``, except the sleeps to a probe and
-    to ``low``, which may be longer (nothing is expected before them). ``min_interval`` (40 ms)
-    lets short tasks be polled densely where they end: a 1 s task is noticed about 20 ms late
-    with 4 to 6 polls, within the account's poll budget, which the limiter keeps. No delay runs
-    past the job's deadline. A task not known to be running (``since_running`` is ``None``: PENDING behind
-    another task) is polled every tenth of the median run time; a SUSPENDED one every
-    ``max_interval``.
+    The schedule is solved again after 1, 2, 3, ... observed runs, then every 16. Every gap is
+    kept within ``[min_interval, max_interval]``, except the sleeps to a probe and to the first
+    poll, which may be longer (nothing is expected before them). ``min_interval`` (40 ms) lets
+    short tasks be polled densely where they end; with ``poll_rate`` given, a task's schedule
+    spends at most half of it over the task's median run (a 1 s task: 5 polls, noticed about
+    20 ms late). No delay runs past the job's deadline. A task not known to be running
+    (``since_running`` is ``None``: PENDING behind another task) is polled every tenth of the
+    median run time; a SUSPENDED one every ``max_interval``.
 
     Args:
         policy: the poll settings; ``PollPolicy()`` when omitted.
         stats: where run times are learned; when omitted, a fresh ``RunTimeStats`` with the
             policy's ``run_time_priors``. Share one between planners to share what they learn.
+        poll_rate: the account's polls per second, if the planner should keep a short task's
+            polls well inside it (the runner passes ``Limits.poll_rate``).
 
     Example:
         ```python
