@@ -122,3 +122,24 @@ def test_the_schedule_beats_evenly_spaced_polls_for_as_many_polls(shape: str) ->
             break
     assert ours[0] <= polls
     assert ours[1] < (0.85 if shape.startswith("lognormal") else 1.0) * lag
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    median=st.floats(1e-3, 1e5),
+    sigma=st.floats(1e-4, 2.0),
+    budget=st.floats(0.1, 100.0),
+    gap=st.floats(1e-4, 10.0),
+)
+def test_any_estimate_gives_a_usable_schedule(
+    median: float, sigma: float, budget: float, gap: float
+) -> None:
+    schedule = optimal_schedule(median, sigma, polls=budget, min_interval=gap)
+    times = schedule.times
+    assert times
+    assert all(math.isfinite(t) and t > 0 for t in times)
+    assert all(later - earlier >= gap * (1 - 1e-9) for earlier, later in itertools.pairwise(times))
+    assert math.isfinite(schedule.expected_lag)
+    assert schedule.expected_lag >= 0
+    frugal = optimal_schedule(median, sigma, polls=0.0, min_interval=gap).expected_polls
+    assert 1.0 <= schedule.expected_polls <= max(budget, frugal) + 1e-9
