@@ -26,7 +26,7 @@ import dashscope_async as ds
 from dashscope_async.testing import Emulator, EmulatorConfig
 
 MODEL = ds.STYLE_REPAINT.name
-BUDGETS = (4.0, 5.0, 6.5, 8.0, 10.0)
+BUDGETS = (5.0, 7.0, 8.5, 10.0)
 SHAPES = ("lognormal", "uniform")
 
 

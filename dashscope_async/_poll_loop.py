@@ -62,6 +62,8 @@ class TaskPoll:
             collect results (``PollPlanner.next_delay``).
         runs_before_start: run times of the model's slots expected to pass before it starts
             (queued ahead behind others); 0 when it went into a free slot.
+        planned_running: the running time the last poll was planned for (None before one was
+            planned while it was known to run): the planner's place in its schedule.
     """
 
     task_id: str
@@ -75,6 +77,7 @@ class TaskPoll:
     seen_running: bool = False
     queued_ahead: bool = False
     runs_before_start: int = 0
+    planned_running: float | None = None
 
     def since_running(self, now: float) -> float | None:
         if self.running_since is not None:
@@ -124,15 +127,18 @@ async def poll_until_done(
     while True:
         now = clock.now()
         if delay is None:
+            since_running = poll.since_running(now)
             delay = planner.next_delay(
                 poll.model,
                 since_submit=now - (poll.submitted_at if poll.submitted_at is not None else now),
-                since_running=poll.since_running(now),
+                since_running=since_running,
                 status=poll.status,
                 polls_so_far=poll.polls,
                 queued_ahead=poll.queued_ahead,
                 runs_before_start=poll.runs_before_start,
+                last_planned=poll.planned_running,
             )
+            poll.planned_running = None if since_running is None else since_running + delay
         remaining = None if deadline is None else deadline - now
         if remaining is not None and delay >= remaining:
             # The next poll would go at or after the deadline: wait out what is left, no more.
@@ -182,8 +188,10 @@ def _seen(poll: TaskPoll, info: TaskInfo, clock: Clock) -> bool:
     elif info.status is TaskStatus.RUNNING and not poll.seen_running:
         poll.seen_running = True
         # When the service says it was scheduled (a task submitted into a free slot still
-        # waits a few tens of milliseconds for that), else from its submission, or now.
-        poll.running_since = _started_at(poll, info, clock)
+        # waits a few tens of milliseconds for that), else from its submission, or now. A task
+        # of unknown history that was never seen waiting stays at the PENDING cadence.
+        if poll.seen_pending or poll.submitted_at is not None:
+            poll.running_since = _started_at(poll, info, clock)
         return True
     return False
 

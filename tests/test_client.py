@@ -15,6 +15,7 @@ import pytest
 
 import dashscope_async as ds
 from dashscope_async._client import AsyncDashScope, list_windows
+from dashscope_async._poll_schedule import optimal_schedule
 from tests.mock_service import (
     API_KEY,
     BASE_URL,
@@ -343,10 +344,14 @@ async def test_wait_polls_at_once_then_at_the_planners_cadence() -> None:
     assert len(service.requests) == 9
     # PENDING, of a model wait() was not told: a tenth of the 15 s prior; once seen to start
     # RUNNING, the planner's first-task schedule: a probe at a tenth of the prior, a sleep to
-    # its early quantile (15 s with the 15 % spread of an unknown model), then the window.
+    # the first poll of the schedule for 15 s with the 15 % spread of an unknown model, then
+    # the schedule.
     assert clock.sleeps[:5] == [1.5] * 5
-    low = 15.0 * math.exp(-2 * 0.15)
-    assert clock.sleeps[5:7] == pytest.approx([1.5, low - 1.5])
+    first = optimal_schedule(
+        15.0, 0.15, polls=ds.PollPolicy().cold_polls_per_task, min_interval=0.04
+    ).times[0]
+    assert 15.0 * math.exp(-3 * 0.15) < first < 15.0
+    assert clock.sleeps[5:7] == pytest.approx([1.5, first - 1.5])
     assert all(0.04 <= pause < 1.5 for pause in clock.sleeps[7:])
 
 

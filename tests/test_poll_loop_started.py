@@ -90,3 +90,33 @@ async def test_a_start_out_of_reach_is_clipped_to_the_submission() -> None:
         poll, service=answers, planner=PollPlanner(stats=KnownStats()), clock=clock
     )
     assert poll.running_since == 0.0
+
+
+async def test_a_task_in_a_free_slot_runs_from_the_service_s_scheduled_time() -> None:
+    """Never seen PENDING, it still waited for the service to schedule it (40 ms here)."""
+    clock = RecordingClock()
+    answers = Answers(clock, started_at=0.04, ends_at=10.04)
+    planner = PollPlanner(stats=KnownStats())
+    poll = TaskPoll("t-1", MODEL, submitted_at=0.0)
+    await poll_until_done(poll, service=answers, planner=planner, clock=clock)
+    assert poll.running_since == pytest.approx(0.04)
+    # Every poll after the first is planned from the real start: the schedule, shifted by it.
+    times = planner.schedule(MODEL).times
+    assert answers.asked_at[0] == pytest.approx(times[0])
+    assert answers.asked_at[1] == pytest.approx(0.04 + times[1])
+
+
+async def test_a_task_in_a_free_slot_without_service_times_runs_from_its_submission() -> None:
+    clock = RecordingClock()
+
+    class Timeless(Answers):
+        async def get_task(self, task_id: str, *, retry: bool = True) -> TaskInfo:
+            info = await super().get_task(task_id, retry=retry)
+            return attrs.evolve(info, submit_time=None, scheduled_time=None)
+
+    answers = Timeless(clock, started_at=0.04, ends_at=10.04)
+    poll = TaskPoll("t-1", MODEL, submitted_at=0.0)
+    await poll_until_done(
+        poll, service=answers, planner=PollPlanner(stats=KnownStats()), clock=clock
+    )
+    assert poll.running_since == 0.0

@@ -97,6 +97,11 @@ def test_schedule_of_a_known_model() -> None:
         assert delay(planner, here) == pytest.approx(max(there - here, 0.04))
         assert delay(planner, here + 0.01) == pytest.approx(max(there - here - 0.01, 0.04))
     assert all(later - earlier >= 0.04 - 1e-12 for earlier, later in itertools.pairwise(times))
+    # The poll just made at the first time, with the task's start since found 30 ms later:
+    # the next is the second poll, not the first again.
+    assert delay(planner, first - 0.03, last_planned=first) == pytest.approx(
+        times[1] - first + 0.03
+    )
     # Past the schedule (0.13 % of runs): 10 % of the time run so far, at most max_interval.
     assert times[-1] < 20.0
     assert delay(planner, 20.0) == pytest.approx(2.0)
@@ -108,11 +113,11 @@ def test_first_task_schedule_starts_from_the_registry() -> None:
     planner = PollPlanner()
     times = planner.schedule(REPAINT).times
     # One probe at a tenth of the registry's typical 15 s ...
-    assert delay(planner, 0.0, polls_so_far=0) == pytest.approx(1.5)
-    assert delay(planner, 1.0, polls_so_far=0) == pytest.approx(0.5)
+    assert delay(planner, 0.0) == pytest.approx(1.5)
+    assert delay(planner, 1.0) == pytest.approx(0.5)
     # Once it is sent (and even if the service's times start the task a little later), the
     # probe is not planned again.
-    assert delay(planner, 1.46, polls_so_far=1) == pytest.approx(times[0] - 1.46)
+    assert delay(planner, 1.44, last_planned=1.5) == pytest.approx(times[0] - 1.44)
     # ... then a sleep to the first poll of the schedule for 15 s and the registry's 8 % ...
     assert 15.0 * math.exp(-3 * 0.08) <= times[0] < 15.0
     assert delay(planner, 1.47) == pytest.approx(times[0] - 1.47)
