@@ -618,7 +618,9 @@ class AsyncDashScope:
 
         Args:
             task_id: the task to wait for.
-            timeout: seconds to wait in all; None waits as long as the task runs.
+            timeout: seconds to wait in all; None waits as long as the task runs. 0 polls
+                once: the result if the task has ended, else ``TaskTimeoutError`` (the one
+                poll a deadline never cuts short, bounded by the request timeout).
             poll_interval: a fixed pause between polls instead of the planner's.
 
         Returns:
@@ -684,13 +686,16 @@ class AsyncDashScope:
 
         Args:
             request: a ``StyleRepaint`` or ``SketchToImage``.
-            timeout: seconds to wait for the task after it was accepted.
+            timeout: seconds to wait for the task after it was accepted, as ``wait()``'s
+                (checked before the submit: a bad one spends nothing).
 
         Example:
             ```python
             result = await client.generate(ds.SketchToImage(url, prompt="a towering tree"))
             ```
         """
+        if timeout is not None:
+            check_seconds("timeout", timeout)
         task = await self.submit(request)
         poll = TaskPoll(task.task_id, request.model, task.status, submitted_at=self._clock.now())
         return await self._wait(poll, timeout=timeout)

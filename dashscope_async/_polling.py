@@ -76,7 +76,9 @@ class PollPolicy:
         max_interval: never leave one task unpolled longer than this.
         deadline: seconds after the submission after which the runner gives up on a job (a
             PENDING task is cancelled on the server, a RUNNING one is reported with its task
-            id); ``None`` waits as long as the task runs.
+            id); ``None`` waits as long as the task runs. A task not polled yet when its
+            deadline comes (0, or a deadline before the first planned poll) is polled once
+            then, and kept if it has ended.
         end_spacing: the gap between polls where a task most likely ends, as a fraction of
             the model's median run time, for run times that spread by 5 % (a log standard
             deviation of 0.05); it grows with the square root of a wider spread. Smaller notices
