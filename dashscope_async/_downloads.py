@@ -150,37 +150,45 @@ def _short_hash(text: str) -> str:
     return hashlib.sha256(data).hexdigest()[:NAME_HASH_DIGITS]
 
 
-def job_file_stem(job: str | int) -> str:
+def job_file_stem(job: str | int, fingerprint: str | None = None) -> str:
     """The part of a result file's name that names its job.
 
-    An index is zero-padded to six digits (``000007``); a key becomes a readable slug and a
-    hash of the whole key (``photos_alice-3f2a9c01be``), so keys that slug alike
-    (``photos/alice`` and ``photos_alice``, ``张三`` and ``李四``), keys that differ only in
-    case, and a key that looks like an index (``"000002"``) never share a file. Names are
-    stable: the same job in a rerun gets the same name.
+    A key becomes a readable slug and a hash of the whole key (``photos_alice-3f2a9c01be``), so
+    keys that slug alike (``photos/alice`` and ``photos_alice``, ``张三`` and ``李四``), keys that
+    differ only in case, and a key that looks like an index (``"000002"``) never share a file.
+    A job without a key is named by its index, zero-padded to six digits, and the start of its
+    request's ``fingerprint`` (``000007-9c41d07e3a``): job 7 of another batch saved into the
+    same folder is another request, so it gets a file of its own. Names are stable: the same
+    job (the same key, or the same request at the same position) in a rerun gets the same name.
     """
     if isinstance(job, int):
-        return f"{job:06d}"
+        index = f"{job:06d}"
+        return index if fingerprint is None else f"{index}-{fingerprint[:NAME_HASH_DIGITS]}"
     return f"{_slug(job) or 'job'}-{_short_hash(job)}"
 
 
-def result_file_name(job: str | int, image_index: int, ext: str) -> str:
+def result_file_name(
+    job: str | int, image_index: int, ext: str, *, fingerprint: str | None = None
+) -> str:
     """The file name a result image is saved under: ``<job>-<image><ext>``.
 
     Args:
         job: the job's key, or its index (see ``job_file_stem``).
         image_index: the image's position among the task's results.
         ext: the extension, with or without its dot (``"png"``, ``".png"``), or ``""``.
+        fingerprint: for a job without a key, its request's fingerprint
+            (``_journal.fingerprint``), so jobs of different batches never share a name.
 
     Example:
         ```python
         assert result_file_name(7, 0, "png") == "000007-0.png"
+        assert result_file_name(7, 0, "png", fingerprint="9c41d07e3a55") == "000007-9c41d07e3a-0.png"
         result_file_name("portraits/alice", 1, ".jpg")  # 'portraits_alice-<10 hex>-1.jpg'
         ```
     """
     if ext and not ext.startswith("."):
         ext = "." + ext
-    return f"{job_file_stem(job)}-{image_index}{ext}"
+    return f"{job_file_stem(job, fingerprint)}-{image_index}{ext}"
 
 
 def _url_file_stem(url: str, index: int) -> str:
@@ -456,19 +464,23 @@ async def save_result_images(
     directory: str | os.PathLike[str],
     job: str | int,
     *,
+    fingerprint: str | None = None,
     limits: DownloadLimits = DEFAULT_DOWNLOAD_LIMITS,
     clock: Clock = SYSTEM_CLOCK,
 ) -> list[Path]:
     """Save every image of a result under ``directory`` as ``result_file_name(job, i, ext)``.
 
     The runner's ``download_dir=`` option calls this as each job finishes. Names are unique per
-    job and stable, so a rerun of the same job replaces its own files and no other job's.
+    job and stable, so a rerun of the same job replaces its own files and no other job's, not
+    even those of another batch saved into the same folder.
 
     Args:
         http: an HTTP client (no credentials are sent).
         result: a finished task.
         directory: where to save (created if missing).
         job: the job's key (a string) or its index (an int).
+        fingerprint: for a job without a key, its request's fingerprint (see
+            ``result_file_name``).
         limits: the size cap, the deadline and the retries, per image.
         clock: for the retry delays and URL expiry.
 
@@ -477,13 +489,15 @@ async def save_result_images(
 
     Example:
         ```python
-        paths = await save_result_images(client.http, result, "out", 7)
-        # [PosixPath('out/000007-0.png')]
+        paths = await save_result_images(client.http, result, "out", "portrait-7")
+        # [PosixPath('out/portrait-7-<10 hex>-0.png')]
         ```
     """
     folder = await anyio.to_thread.run_sync(_make_directory, directory)
     saved: list[Path] = []
     for image in result.images:
-        target = _Target(folder, None, result_file_name(job, image.index, ""))
+        target = _Target(
+            folder, None, result_file_name(job, image.index, "", fingerprint=fingerprint)
+        )
         saved.append(await _download(http, image.url, target, limits=limits, clock=clock))
     return saved

@@ -9,6 +9,7 @@ runs a fast emulator in real time.
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pytest
 
 import dashscope_async as ds
 from dashscope_async._downloads import result_file_name
+from dashscope_async._journal import fingerprint
 from dashscope_async.testing import Emulator, EmulatorConfig, Fault
 from tests.images_util import make_image
 from tests.virtual_time import virtual_time
@@ -166,11 +168,11 @@ async def test_distinct_job_keys_never_share_a_result_file(tmp_path: Path) -> No
     assert len(set(paths)) == len(jobs)
     assert len(_files(tmp_path)) == len(jobs)  # nothing overwrote anything
     by_index = {outcome.index: outcome.files[0].name for outcome in outcomes}
-    assert by_index[2] == "000002-0.png"
-    assert by_index[5] != "000002-0.png" and by_index[5].startswith("000002-")
+    unkeyed = result_file_name(2, 0, ".png", fingerprint=fingerprint(jobs[2].request))
+    assert by_index[2] == unkeyed and re.fullmatch(r"000002-[0-9a-f]{10}-0\.png", unkeyed)
+    assert by_index[5] != unkeyed and by_index[5].startswith("000002-")
     assert {by_index[i] for i in range(len(jobs))} == {
-        result_file_name(job.key if job.key is not None else index, 0, ".png")
-        for index, job in enumerate(jobs)
+        result_file_name(job.key, 0, ".png") if job.key is not None else unkeyed for job in jobs
     }
 
 

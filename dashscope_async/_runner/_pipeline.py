@@ -20,6 +20,7 @@ from typing import Final
 
 import anyio
 import anyio.lowlevel
+import anyio.to_thread
 import attrs
 
 from .._budget import Spending
@@ -38,7 +39,7 @@ from .._errors import (
 from .._events import EventHub, EventKind, RunnerEvent
 from .._files import PreparedInputs
 from .._journal import JobState as JournalState
-from .._journal import JournalEntry
+from .._journal import JournalEntry, fingerprint
 from .._limits import Limiter, SlotLease
 from .._logging import get_logger
 from .._models import Task, TaskInfo, TaskResult, TaskStatus
@@ -407,12 +408,16 @@ class JobPipeline:
         if self.download_dir is None:
             return ()
         job = state.key if state.key is not None else state.index
+        request_hash = state.fingerprint
+        if state.key is None and not request_hash:
+            request_hash = await anyio.to_thread.run_sync(fingerprint, state.request)
         return tuple(
             await save_result_images(
                 self.service.http,
                 result,
                 self.download_dir,
                 job,
+                fingerprint=None if state.key is not None else request_hash,
                 limits=self.service.download_limits,
                 clock=self.service.clock,
             )
