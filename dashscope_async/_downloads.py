@@ -22,13 +22,12 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, cast
+from typing import Final, cast
 
 import anyio
 import attrs
 import httpx
 
-from ._checks import check_seconds, check_whole_number
 from ._clock import SYSTEM_CLOCK, Clock
 from ._errors import (
     APIConnectionError,
@@ -48,6 +47,7 @@ from ._images import EXTENSIONS, verify_image_file
 from ._logging import logger
 from ._models import GeneratedImage, TaskResult
 from ._retry import RequestKind, backoff_delay, transient_status
+from ._validators import at_least_one, positive, whole_number
 
 __all__ = [
     "DEFAULT_DOWNLOAD_LIMITS",
@@ -64,19 +64,6 @@ DOWNLOAD_CHUNK_BYTES: Final = 256 * 1024
 NAME_HASH_DIGITS: Final = 10
 #: The readable part of a name is cut to this many characters.
 NAME_SLUG_LENGTH: Final = 60
-
-
-def _positive_bytes(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    check_whole_number(attribute.name, value, minimum=1)
-
-
-def _deadline(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if value is not None:
-        check_seconds(attribute.name, value, strictly_positive=True)
-
-
-def _retries(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    check_whole_number(attribute.name, value, minimum=0)
 
 
 @attrs.frozen
@@ -100,9 +87,13 @@ class DownloadLimits:
         ```
     """
 
-    max_bytes: int = attrs.field(default=64 * 1024 * 1024, validator=_positive_bytes)
-    timeout: float | None = attrs.field(default=300.0, validator=_deadline)
-    retries: int = attrs.field(default=3, validator=_retries)
+    max_bytes: int = attrs.field(
+        default=64 * 1024 * 1024, validator=at_least_one("max_bytes", unit="bytes")
+    )
+    timeout: float | None = attrs.field(
+        default=300.0, validator=positive("timeout", unit="seconds", optional=True)
+    )
+    retries: int = attrs.field(default=3, validator=whole_number("retries"))
 
 
 DEFAULT_DOWNLOAD_LIMITS: Final = DownloadLimits()

@@ -19,7 +19,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .._budget import Budget, BudgetLedger, LocalSpending
-from .._checks import check_seconds, check_whole_number
+from .._checks import check_seconds, check_whole_number, wrong_type
 from .._config import TASK_RETENTION_SECONDS
 from .._errors import DashScopeError, JobCanceledError, JobError, ValidationError
 from .._events import EventHub, EventKind, EventStream, RunnerEvent
@@ -337,14 +337,11 @@ class AsyncTaskRunner:
 
     def _new_state(self, index: int, request: object, key: str | None) -> JobState:
         if not isinstance(request, StyleRepaint | SketchToImage):
-            raise ValidationError(
-                f"requests[{index}]",
-                f"expected a StyleRepaint, SketchToImage or Job, not {type(request).__name__}",
+            raise wrong_type(
+                f"requests[{index}]", "a ds.StyleRepaint, ds.SketchToImage or ds.Job", request
             )
         if key is not None and not isinstance(key, str):
-            raise ValidationError(
-                f"jobs[{index}].key", f"must be a string, not {type(key).__name__}"
-            )
+            raise wrong_type(f"jobs[{index}].key", "a string", key)
         return JobState(index=index, request=request, key=key, queued_at=self._clock.now())
 
     def _start(self, state: JobState, task_group: TaskGroup | None) -> None:
@@ -485,9 +482,7 @@ def _check_on_event(on_event: object) -> None:
     if on_event is None:
         return
     if not callable(on_event):
-        raise ValidationError(
-            "on_event", f"must be a function taking a RunnerEvent, not {on_event!r}"
-        )
+        raise wrong_type("on_event", "a function taking a RunnerEvent", on_event)
     # A function, a method or a partial of one; or an object whose __call__ is async.
     calls = (on_event, type(on_event).__call__)
     if any(inspect.iscoroutinefunction(c) or inspect.isasyncgenfunction(c) for c in calls):

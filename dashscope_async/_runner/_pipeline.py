@@ -167,7 +167,7 @@ class JobPipeline:
     #: Seconds a job may go on being refused for throttling (429) before it ends with
     #: ``RateLimitError``; None waits for ever.
     throttle_timeout: float | None = attrs.field(
-        default=300.0, validator=non_negative("throttle_timeout", optional=True)
+        default=300.0, validator=non_negative("throttle_timeout", unit="seconds", optional=True)
     )
     turnstiles: dict[str, Turnstile] = attrs.field(factory=dict)
 
