@@ -36,6 +36,7 @@ from ._errors import (
     DownloadTooLargeError,
     ResponseValidationError,
     ResultExpiredError,
+    ValidationError,
 )
 from ._files import (
     connection_error,
@@ -44,8 +45,9 @@ from ._files import (
     without_query,
 )
 from ._images import EXTENSIONS, verify_image_file
+from ._journal import fingerprint
 from ._logging import logger
-from ._models import GeneratedImage, TaskResult
+from ._models import GeneratedImage, Request, TaskResult
 from ._retry import RequestKind, backoff_delay, transient_status
 from ._validators import at_least_one, positive, whole_number
 
@@ -55,6 +57,7 @@ __all__ = [
     "download_image",
     "result_file_name",
     "save_result_images",
+    "unkeyed_job_hash",
 ]
 
 #: A result host's URL is trusted to say when it expires only this far past our clock.
@@ -156,6 +159,19 @@ def job_file_stem(job: str | int, fingerprint: str | None = None) -> str:
         index = f"{job:06d}"
         return index if fingerprint is None else f"{index}-{fingerprint[:NAME_HASH_DIGITS]}"
     return f"{_slug(job) or 'job'}-{_short_hash(job)}"
+
+
+def unkeyed_job_hash(request: Request, task_id: str) -> str:
+    """What names a job without a key beside its index: its request's ``fingerprint`` (the one
+    its journal knows it by), or, if a local input cannot be read any more (a file deleted
+    while its task ran), a hash of its task id: a finished, billed result is saved either way.
+
+    Blocks on ``os.stat`` for local inputs: call it in a worker thread.
+    """
+    try:
+        return fingerprint(request)
+    except ValidationError:
+        return hashlib.sha256(task_id.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def result_file_name(

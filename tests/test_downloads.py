@@ -177,6 +177,25 @@ async def test_distinct_job_keys_never_share_a_result_file(tmp_path: Path) -> No
 
 
 @pytest.mark.anyio
+async def test_an_unkeyed_jobs_result_is_saved_when_its_local_input_is_gone(
+    tmp_path: Path,
+) -> None:
+    # The file is uploaded, then deleted while its task runs: the billed result is still saved.
+    source = tmp_path / "portrait.png"
+    source.write_bytes(make_image("PNG", 300, 300))
+    emulator = Emulator(EmulatorConfig(time_scale=0.02, render_results=False))
+    out = tmp_path / "out"
+    async with emulator.client() as client, ds.AsyncTaskRunner(client, download_dir=out) as runner:
+        handle = runner.submit(ds.StyleRepaint(str(source), style=2))
+        await handle.wait_submitted()
+        source.unlink()
+        outcome = await handle.wait()
+    assert outcome.ok, outcome.error
+    (saved,) = outcome.files
+    assert saved.parent == out and re.fullmatch(r"000000-[0-9a-f]{10}-0\.png", saved.name)
+
+
+@pytest.mark.anyio
 async def test_no_log_line_or_error_carries_a_result_signature(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -25,7 +25,7 @@ import attrs
 
 from .._budget import Spending
 from .._client import result_or_raise
-from .._downloads import save_result_images
+from .._downloads import save_result_images, unkeyed_job_hash
 from .._errors import (
     AmbiguousSubmitError,
     APIConnectionError,
@@ -39,7 +39,7 @@ from .._errors import (
 from .._events import EventHub, EventKind, RunnerEvent
 from .._files import PreparedInputs
 from .._journal import JobState as JournalState
-from .._journal import JournalEntry, fingerprint
+from .._journal import JournalEntry
 from .._limits import Limiter, SlotLease
 from .._logging import get_logger
 from .._models import Task, TaskInfo, TaskResult, TaskStatus
@@ -410,7 +410,9 @@ class JobPipeline:
         job = state.key if state.key is not None else state.index
         request_hash = state.fingerprint
         if state.key is None and not request_hash:
-            request_hash = await anyio.to_thread.run_sync(fingerprint, state.request)
+            request_hash = await anyio.to_thread.run_sync(
+                unkeyed_job_hash, state.request, result.task_id
+            )
         return tuple(
             await save_result_images(
                 self.service.http,
