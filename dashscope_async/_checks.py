@@ -27,6 +27,7 @@ __all__ = [
     "MAX_URL_LENGTH",
     "check_flag",
     "check_header_value",
+    "check_instance",
     "check_job_key",
     "check_number",
     "check_seconds",
@@ -316,6 +317,18 @@ def check_job_key(field: str, value: object) -> str:
     if not value:
         raise ValidationError(field, "a job key must not be empty")
     return value
+
+
+def check_instance(
+    field: str, value: object, types: type | tuple[type, ...], expected: str
+) -> None:
+    """``value`` is one of ``types`` (an option that takes a settings object, a path, ...).
+
+    Raises:
+        InputTypeError: it is not; the message says ``expected``.
+    """
+    if not isinstance(value, types):
+        raise wrong_type(field, expected, value)
 
 
 def check_flag(field: str, value: object) -> bool:

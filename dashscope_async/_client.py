@@ -28,6 +28,7 @@ from . import _downloads, _files, _wire
 from ._checks import (
     check_flag,
     check_header_value,
+    check_instance,
     check_seconds,
     check_text,
     check_url,
@@ -289,8 +290,7 @@ class AsyncDashScope:
             check_seconds("timeout", timeout, strictly_positive=True)
         check_flag("allow_insecure_http", allow_insecure_http)
         check_flag("allow_local_files", allow_local_files)
-        if not isinstance(download_limits, DownloadLimits):
-            raise wrong_type("download_limits", "a ds.DownloadLimits", download_limits)
+        check_instance("download_limits", download_limits, DownloadLimits, "a ds.DownloadLimits")
         self._download_limits = download_limits
         self._base_url = _check_base_url(
             base_url or env(BASE_URL_ENV) or DEFAULT_BASE_URL,

@@ -31,7 +31,7 @@ import anyio
 import anyio.lowlevel
 import attrs
 
-from ._checks import wrong_type
+from ._checks import check_instance, wrong_type
 from ._clock import SYSTEM_CLOCK, Clock
 from ._config import MODELS
 from ._retry import backoff_delay
@@ -89,6 +89,7 @@ def _registry_limits() -> dict[str, ModelLimits]:
 
 
 def _frozen_models(value: Mapping[str, ModelLimits]) -> Mapping[str, ModelLimits]:
+    check_instance("models", value, Mapping, "a mapping of model names to ds.ModelLimits")
     for name, limits in value.items():
         if not isinstance(limits, ModelLimits):
             raise wrong_type(f"models[{name!r}]", "a ds.ModelLimits", limits)

@@ -131,6 +131,13 @@ def _map(**options: Any) -> Action:
     return act
 
 
+def _limits_of(**options: Any) -> Action:
+    async def act(ctx: Context) -> object:
+        return ds.Limits(**options)
+
+    return act
+
+
 def _limits(**options: Any) -> Action:
     async def act(ctx: Context) -> object:
         return ds.DownloadLimits(**options)
@@ -281,6 +288,13 @@ ROWS: list[Row] = [
         _runner(reconcile_grace=-1)),
     Row("AsyncTaskRunner(reconcile_grace='2')", ds.InputTypeError, "reconcile_grace",
         _runner(reconcile_grace="2")),
+    Row("AsyncTaskRunner(limits='x')", ds.InputTypeError, "limits", _runner(limits="x")),
+    Row("AsyncTaskRunner(poll=a dict)", ds.InputTypeError, "poll", _runner(poll={"deadline": 5})),
+    Row("AsyncTaskRunner(budget=5)", ds.InputTypeError, "budget", _runner(budget=5)),
+    Row("AsyncTaskRunner(download_dir=5)", ds.InputTypeError, "download_dir",
+        _runner(download_dir=5)),
+    Row("AsyncTaskRunner(journal=5)", ds.InputTypeError, "journal", _runner(journal=5)),
+    Row("Limits(models='x')", ds.InputTypeError, "models", _limits_of(models="x")),
     Row("runner.map(max_pending='5')", ds.InputTypeError, "max_pending", _map(max_pending="5")),
     Row("DownloadLimits(max_bytes=0)", ds.ValidationError, "max_bytes", _limits(max_bytes=0)),
     Row("DownloadLimits(timeout='5')", ds.InputTypeError, "timeout", _limits(timeout="5")),

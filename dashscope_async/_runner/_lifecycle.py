@@ -19,7 +19,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .._budget import Budget, BudgetLedger, LocalSpending
-from .._checks import check_seconds, check_whole_number, wrong_type
+from .._checks import check_instance, check_seconds, check_whole_number, wrong_type
 from .._config import TASK_RETENTION_SECONDS
 from .._errors import DashScopeError, JobCanceledError, JobError, ValidationError
 from .._events import EventHub, EventKind, EventStream, RunnerEvent
@@ -107,6 +107,15 @@ class AsyncTaskRunner:
         task_retention: float = float(TASK_RETENTION_SECONDS),
         throttle_timeout: float | None = 300.0,
     ) -> None:
+        check_instance("limits", limits, (Limits, type(None)), "a ds.Limits")
+        check_instance("poll", poll, (PollPolicy, type(None)), "a ds.PollPolicy")
+        check_instance("budget", budget, (Budget, type(None)), "a ds.Budget")
+        check_instance(
+            "download_dir", download_dir, (str, os.PathLike, type(None)), "a folder path"
+        )
+        check_instance(
+            "journal", journal, (str, os.PathLike, JobStore, type(None)), "a path or a ds.JobStore"
+        )
         check_whole_number("max_pending", max_pending, minimum=1)
         check_seconds("reconcile_grace", reconcile_grace)
         check_seconds("reconcile_timeout", reconcile_timeout)
