@@ -15,22 +15,28 @@ from typing import Protocol
 
 import attrs
 
+from ._checks import check_whole_number, wrong_type
 from ._config import MODELS
 from ._errors import ValidationError
 
 __all__ = ["Budget", "BudgetLedger", "LocalSpending", "Spending"]
 
 
-def _to_decimal(value: Decimal | float | int | str | None) -> Decimal | None:
-    if value is None:
-        return None
+def _amount(field: str, value: object) -> Decimal:
+    """An amount of CNY: a Decimal, an int, a float or a numeric string, finite, at least 0."""
+    if isinstance(value, bool) or not isinstance(value, Decimal | int | float | str):
+        raise wrong_type(field, "an amount of CNY (a Decimal, a number or a string)", value)
     try:
         amount = Decimal(str(value))
     except ArithmeticError:
-        raise ValidationError("budget.cny", f"not an amount: {value!r}") from None
+        raise ValidationError(field, f"not an amount: {str(value)[:40]!r}") from None
     if not amount.is_finite() or amount < 0:
-        raise ValidationError("budget.cny", f"must be a non-negative amount, not {value!r}")
+        raise ValidationError(field, f"must be a finite amount of at least 0, not {value!r:.40}")
     return amount
+
+
+def _to_decimal(value: Decimal | float | int | str | None) -> Decimal | None:
+    return None if value is None else _amount("budget.cny", value)
 
 
 def _list_prices() -> dict[str, Decimal]:
@@ -38,14 +44,16 @@ def _list_prices() -> dict[str, Decimal]:
 
 
 def _to_prices(prices: Mapping[str, Decimal | float | str]) -> dict[str, Decimal]:
-    return {name: Decimal(str(price)) for name, price in prices.items()}
+    if not isinstance(prices, Mapping):
+        raise wrong_type("budget.prices", "a mapping of model names to CNY per image", prices)
+    return {name: _amount(f"budget.prices[{name!r}]", price) for name, price in prices.items()}
 
 
 def _check_images(
     instance: object, attribute: attrs.Attribute[int | None], value: int | None
 ) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-        raise ValidationError("budget.images", f"must be a whole number >= 0, not {value!r}")
+    if value is not None:
+        check_whole_number("budget.images", value, minimum=0, unit="images")
 
 
 @attrs.frozen

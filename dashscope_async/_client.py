@@ -26,11 +26,14 @@ import httpx
 
 from . import _downloads, _files, _wire
 from ._checks import (
+    check_flag,
     check_header_value,
+    check_instance,
     check_seconds,
     check_text,
     check_url,
     check_whole_number,
+    wrong_type,
 )
 from ._clock import SYSTEM_CLOCK, Clock
 from ._config import API_KEY_ENV, BASE_URL_ENV, DEFAULT_BASE_URL, WORKSPACE_ENV, env
@@ -116,7 +119,7 @@ def _is_loopback(host: str) -> bool:
 
 def _check_base_url(url: str, *, allow_insecure_http: bool) -> str:
     if not isinstance(url, str):
-        raise TypeError(f"base_url: expected a str, not {type(url).__name__}")
+        raise wrong_type("base_url", "a string", url)
     check_url("base_url", url)
     try:
         parsed = httpx.URL(url)
@@ -238,7 +241,8 @@ class AsyncDashScope:
     Raises:
         ValidationError: no API key (names ``DASHSCOPE_API_KEY``), a key or workspace a header
             cannot carry (the message never shows the key), or a base URL refused.
-        TypeError: an option of the wrong type (the message names it).
+        InputTypeError: an option of the wrong type (a ValidationError and a TypeError; the
+            message names it).
 
     Example:
         ```python
@@ -284,17 +288,9 @@ class AsyncDashScope:
         check_whole_number("inline_data_uri_max_bytes", inline_data_uri_max_bytes, minimum=0)
         if not isinstance(timeout, httpx.Timeout) and timeout is not None:
             check_seconds("timeout", timeout, strictly_positive=True)
-        for name, flag in (
-            ("allow_insecure_http", allow_insecure_http),
-            ("allow_local_files", allow_local_files),
-        ):
-            if not isinstance(flag, bool):
-                raise TypeError(f"{name}: expected True or False, not {type(flag).__name__}")
-        if not isinstance(download_limits, DownloadLimits):
-            raise TypeError(
-                "download_limits: expected a ds.DownloadLimits,"
-                f" not {type(download_limits).__name__}"
-            )
+        check_flag("allow_insecure_http", allow_insecure_http)
+        check_flag("allow_local_files", allow_local_files)
+        check_instance("download_limits", download_limits, DownloadLimits, "a ds.DownloadLimits")
         self._download_limits = download_limits
         self._base_url = _check_base_url(
             base_url or env(BASE_URL_ENV) or DEFAULT_BASE_URL,
@@ -556,8 +552,7 @@ class AsyncDashScope:
         """
         _check_aware("start", start)
         _check_aware("end", end)
-        if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
-            raise ValidationError("page_size", "must be a positive whole number")
+        check_whole_number("page_size", page_size, minimum=1)
         if start is None and end is None:
             end = self._clock.wall()
         if start is None:
@@ -618,7 +613,9 @@ class AsyncDashScope:
 
         Args:
             task_id: the task to wait for.
-            timeout: seconds to wait in all; None waits as long as the task runs.
+            timeout: seconds to wait in all; None waits as long as the task runs. 0 polls
+                once: the result if the task has ended, else ``TaskTimeoutError`` (the one
+                poll a deadline never cuts short, bounded by the request timeout).
             poll_interval: a fixed pause between polls instead of the planner's.
 
         Returns:
@@ -684,13 +681,16 @@ class AsyncDashScope:
 
         Args:
             request: a ``StyleRepaint`` or ``SketchToImage``.
-            timeout: seconds to wait for the task after it was accepted.
+            timeout: seconds to wait for the task after it was accepted, as ``wait()``'s
+                (checked before the submit: a bad one spends nothing).
 
         Example:
             ```python
             result = await client.generate(ds.SketchToImage(url, prompt="a towering tree"))
             ```
         """
+        if timeout is not None:
+            check_seconds("timeout", timeout)
         task = await self.submit(request)
         poll = TaskPoll(task.task_id, request.model, task.status, submitted_at=self._clock.now())
         return await self._wait(poll, timeout=timeout)

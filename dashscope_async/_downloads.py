@@ -22,13 +22,12 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, cast
+from typing import Final, cast
 
 import anyio
 import attrs
 import httpx
 
-from ._checks import check_seconds, check_whole_number
 from ._clock import SYSTEM_CLOCK, Clock
 from ._errors import (
     APIConnectionError,
@@ -37,6 +36,7 @@ from ._errors import (
     DownloadTooLargeError,
     ResponseValidationError,
     ResultExpiredError,
+    ValidationError,
 )
 from ._files import (
     connection_error,
@@ -45,9 +45,11 @@ from ._files import (
     without_query,
 )
 from ._images import EXTENSIONS, verify_image_file
+from ._journal import fingerprint
 from ._logging import logger
-from ._models import GeneratedImage, TaskResult
+from ._models import GeneratedImage, Request, TaskResult
 from ._retry import RequestKind, backoff_delay, transient_status
+from ._validators import at_least_one, positive, whole_number
 
 __all__ = [
     "DEFAULT_DOWNLOAD_LIMITS",
@@ -55,6 +57,7 @@ __all__ = [
     "download_image",
     "result_file_name",
     "save_result_images",
+    "unkeyed_job_hash",
 ]
 
 #: A result host's URL is trusted to say when it expires only this far past our clock.
@@ -64,19 +67,6 @@ DOWNLOAD_CHUNK_BYTES: Final = 256 * 1024
 NAME_HASH_DIGITS: Final = 10
 #: The readable part of a name is cut to this many characters.
 NAME_SLUG_LENGTH: Final = 60
-
-
-def _positive_bytes(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    check_whole_number(attribute.name, value, minimum=1)
-
-
-def _deadline(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if value is not None:
-        check_seconds(attribute.name, value, strictly_positive=True)
-
-
-def _retries(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    check_whole_number(attribute.name, value, minimum=0)
 
 
 @attrs.frozen
@@ -100,9 +90,13 @@ class DownloadLimits:
         ```
     """
 
-    max_bytes: int = attrs.field(default=64 * 1024 * 1024, validator=_positive_bytes)
-    timeout: float | None = attrs.field(default=300.0, validator=_deadline)
-    retries: int = attrs.field(default=3, validator=_retries)
+    max_bytes: int = attrs.field(
+        default=64 * 1024 * 1024, validator=at_least_one("max_bytes", unit="bytes")
+    )
+    timeout: float | None = attrs.field(
+        default=300.0, validator=positive("timeout", unit="seconds", optional=True)
+    )
+    retries: int = attrs.field(default=3, validator=whole_number("retries"))
 
 
 DEFAULT_DOWNLOAD_LIMITS: Final = DownloadLimits()
@@ -150,37 +144,58 @@ def _short_hash(text: str) -> str:
     return hashlib.sha256(data).hexdigest()[:NAME_HASH_DIGITS]
 
 
-def job_file_stem(job: str | int) -> str:
+def job_file_stem(job: str | int, fingerprint: str | None = None) -> str:
     """The part of a result file's name that names its job.
 
-    An index is zero-padded to six digits (``000007``); a key becomes a readable slug and a
-    hash of the whole key (``photos_alice-3f2a9c01be``), so keys that slug alike
-    (``photos/alice`` and ``photos_alice``, ``张三`` and ``李四``), keys that differ only in
-    case, and a key that looks like an index (``"000002"``) never share a file. Names are
-    stable: the same job in a rerun gets the same name.
+    A key becomes a readable slug and a hash of the whole key (``photos_alice-3f2a9c01be``), so
+    keys that slug alike (``photos/alice`` and ``photos_alice``, ``张三`` and ``李四``), keys that
+    differ only in case, and a key that looks like an index (``"000002"``) never share a file.
+    A job without a key is named by its index, zero-padded to six digits, and the start of its
+    request's ``fingerprint`` (``000007-9c41d07e3a``): job 7 of another batch saved into the
+    same folder is another request, so it gets a file of its own. Names are stable: the same
+    job (the same key, or the same request at the same position) in a rerun gets the same name.
     """
     if isinstance(job, int):
-        return f"{job:06d}"
+        index = f"{job:06d}"
+        return index if fingerprint is None else f"{index}-{fingerprint[:NAME_HASH_DIGITS]}"
     return f"{_slug(job) or 'job'}-{_short_hash(job)}"
 
 
-def result_file_name(job: str | int, image_index: int, ext: str) -> str:
+def unkeyed_job_hash(request: Request, task_id: str) -> str:
+    """What names a job without a key beside its index: its request's ``fingerprint`` (the one
+    its journal knows it by), or, if a local input cannot be read any more (a file deleted
+    while its task ran), a hash of its task id: a finished, billed result is saved either way.
+
+    Blocks on ``os.stat`` for local inputs: call it in a worker thread.
+    """
+    try:
+        return fingerprint(request)
+    except ValidationError:
+        return hashlib.sha256(task_id.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def result_file_name(
+    job: str | int, image_index: int, ext: str, *, fingerprint: str | None = None
+) -> str:
     """The file name a result image is saved under: ``<job>-<image><ext>``.
 
     Args:
         job: the job's key, or its index (see ``job_file_stem``).
         image_index: the image's position among the task's results.
         ext: the extension, with or without its dot (``"png"``, ``".png"``), or ``""``.
+        fingerprint: for a job without a key, its request's fingerprint
+            (``_journal.fingerprint``), so jobs of different batches never share a name.
 
     Example:
         ```python
         assert result_file_name(7, 0, "png") == "000007-0.png"
+        assert result_file_name(7, 0, "png", fingerprint="9c41d07e3a55") == "000007-9c41d07e3a-0.png"
         result_file_name("portraits/alice", 1, ".jpg")  # 'portraits_alice-<10 hex>-1.jpg'
         ```
     """
     if ext and not ext.startswith("."):
         ext = "." + ext
-    return f"{job_file_stem(job)}-{image_index}{ext}"
+    return f"{job_file_stem(job, fingerprint)}-{image_index}{ext}"
 
 
 def _url_file_stem(url: str, index: int) -> str:
@@ -456,19 +471,23 @@ async def save_result_images(
     directory: str | os.PathLike[str],
     job: str | int,
     *,
+    fingerprint: str | None = None,
     limits: DownloadLimits = DEFAULT_DOWNLOAD_LIMITS,
     clock: Clock = SYSTEM_CLOCK,
 ) -> list[Path]:
     """Save every image of a result under ``directory`` as ``result_file_name(job, i, ext)``.
 
     The runner's ``download_dir=`` option calls this as each job finishes. Names are unique per
-    job and stable, so a rerun of the same job replaces its own files and no other job's.
+    job and stable, so a rerun of the same job replaces its own files and no other job's, not
+    even those of another batch saved into the same folder.
 
     Args:
         http: an HTTP client (no credentials are sent).
         result: a finished task.
         directory: where to save (created if missing).
         job: the job's key (a string) or its index (an int).
+        fingerprint: for a job without a key, its request's fingerprint (see
+            ``result_file_name``).
         limits: the size cap, the deadline and the retries, per image.
         clock: for the retry delays and URL expiry.
 
@@ -477,13 +496,15 @@ async def save_result_images(
 
     Example:
         ```python
-        paths = await save_result_images(client.http, result, "out", 7)
-        # [PosixPath('out/000007-0.png')]
+        paths = await save_result_images(client.http, result, "out", "portrait-7")
+        # [PosixPath('out/portrait-7-<10 hex>-0.png')]
         ```
     """
     folder = await anyio.to_thread.run_sync(_make_directory, directory)
     saved: list[Path] = []
     for image in result.images:
-        target = _Target(folder, None, result_file_name(job, image.index, ""))
+        target = _Target(
+            folder, None, result_file_name(job, image.index, "", fingerprint=fingerprint)
+        )
         saved.append(await _download(http, image.url, target, limits=limits, clock=clock))
     return saved

@@ -5,6 +5,7 @@ It must not import the client or the runner; the client maps service answers ont
 ```
 DashScopeError
 ├── ValidationError            bad input, found before any request was spent (also a ValueError)
+│   └── InputTypeError             a value of the wrong Python type (also a TypeError)
 ├── BudgetExceededError        the runner's spending cap would be passed; nothing was submitted
 ├── LimiterUnavailableError    a shared limiter (Redis) cannot be reached; nothing was submitted
 ├── JournalError               the journal file cannot be used
@@ -57,6 +58,7 @@ __all__ = [
     "DownloadError",
     "DownloadTimeoutError",
     "DownloadTooLargeError",
+    "InputTypeError",
     "JobCanceledError",
     "JobError",
     "JournalError",
@@ -113,6 +115,28 @@ class ValidationError(DashScopeError, ValueError):
         super().__init__(f"{field}: {rule}")
         self.field = field
         self.rule = rule
+
+
+class InputTypeError(ValidationError, TypeError):
+    """Bad input of the wrong Python type (``max_retries="2"``, ``PollPolicy(deadline=True)``).
+
+    Both a ``ValidationError`` (so one ``except ds.ValidationError`` refuses every bad input
+    before a request is spent) and a ``TypeError`` (what Python code raises for a wrong type).
+    The rule names what the field takes and the type it was given, never the value (it may be
+    a secret).
+
+    Attributes:
+        field: the parameter or field at fault.
+        rule: what it takes, in words (``"must be a number of seconds, not 'str'"``).
+
+    Example:
+        ```python
+        try:
+            ds.PollPolicy(min_interval="1")
+        except ds.ValidationError as exc:  # or: except TypeError
+            assert isinstance(exc, TypeError) and exc.field == "min_interval"
+        ```
+    """
 
 
 class BudgetExceededError(DashScopeError):

@@ -39,6 +39,7 @@ import attrs
 import cattrs
 
 from ._budget import Budget
+from ._checks import check_job_key
 from ._errors import JournalError, JournalInUseError, JournalVersionError, ValidationError
 from ._files import PASS_THROUGH_SCHEMES, _local_path
 from ._logging import redact
@@ -252,9 +253,7 @@ def job_key(request: Request, index: int, key: str | None = None) -> str:
         ```
     """
     if key is not None:
-        if not isinstance(key, str) or not key:
-            raise ValidationError("key", f"a job key must be a non-empty string, not {key!r}")
-        return key
+        return check_job_key("key", key)
     return f"{fingerprint(request)}:{index}"
 
 

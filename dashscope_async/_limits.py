@@ -31,12 +31,12 @@ import anyio
 import anyio.lowlevel
 import attrs
 
+from ._checks import check_instance, wrong_type
 from ._clock import SYSTEM_CLOCK, Clock
 from ._config import MODELS
-from ._errors import ValidationError
 from ._retry import backoff_delay
 from ._submits import LocalSubmitRecord, SubmitRecord
-from ._validators import at_least_one, non_negative, positive, whole_number
+from ._validators import at_least_one, fraction, non_negative, positive, whole_number
 
 __all__ = [
     "Limiter",
@@ -89,9 +89,10 @@ def _registry_limits() -> dict[str, ModelLimits]:
 
 
 def _frozen_models(value: Mapping[str, ModelLimits]) -> Mapping[str, ModelLimits]:
+    check_instance("models", value, Mapping, "a mapping of model names to ds.ModelLimits")
     for name, limits in value.items():
         if not isinstance(limits, ModelLimits):
-            raise ValidationError("models", f"{name!r} maps to {limits!r}, not a ModelLimits")
+            raise wrong_type(f"models[{name!r}]", "a ds.ModelLimits", limits)
     return MappingProxyType(dict(value))
 
 
@@ -132,12 +133,16 @@ class Limits:
         repr=lambda models: repr(dict(models)),
     )
     poll_rate: float = attrs.field(default=10.0, validator=positive("poll_rate"))
-    safety_margin: float = attrs.field(default=0.05, validator=non_negative("safety_margin"))
-    throttle_backoff: float = attrs.field(default=1.0, validator=positive("throttle_backoff"))
-    throttle_backoff_max: float = attrs.field(
-        default=30.0, validator=positive("throttle_backoff_max")
+    safety_margin: float = attrs.field(
+        default=0.05, validator=non_negative("safety_margin", unit="seconds")
     )
-    throttle_jitter: float = attrs.field(default=0.25, validator=non_negative("throttle_jitter"))
+    throttle_backoff: float = attrs.field(
+        default=1.0, validator=positive("throttle_backoff", unit="seconds")
+    )
+    throttle_backoff_max: float = attrs.field(
+        default=30.0, validator=positive("throttle_backoff_max", unit="seconds")
+    )
+    throttle_jitter: float = attrs.field(default=0.25, validator=fraction("throttle_jitter"))
 
     @classmethod
     def default(cls) -> Limits:

@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Final, TypeAlias
 
 import attrs
 
-from ._checks import check_text, check_url
+from ._checks import check_flag, check_text, check_url, check_whole_number, wrong_type
 from ._config import SKETCH_TO_IMAGE, STYLE_REPAINT, ModelSpec
 from ._errors import ValidationError
 
@@ -237,7 +237,7 @@ def check_image_input(field: str, value: object, *, spec: ModelSpec) -> None:
         _check_path_text(field, path)
         return
     if not isinstance(value, str):
-        raise ValidationError(field, f"expected a URL, a path or bytes, not {type(value).__name__}")
+        raise wrong_type(field, "a URL, a path or bytes", value)
     if not value.strip():
         raise ValidationError(field, "must not be empty")
     lowered = value.lower()
@@ -338,7 +338,7 @@ def _to_repaint_style(value: RepaintStyle | int | str | None) -> RepaintStyle | 
     if value is None or isinstance(value, RepaintStyle):
         return value
     if isinstance(value, bool):
-        raise ValidationError("style", "expected a RepaintStyle, not a bool")
+        raise wrong_type("style", "a ds.RepaintStyle, its index or its name", value)
     if isinstance(value, int) and value == -1:
         raise ValidationError(
             "style", "style index -1 means a custom style: pass style_ref= instead"
@@ -350,33 +350,27 @@ def _to_sketch_style(value: SketchStyle | str) -> SketchStyle:
     if isinstance(value, SketchStyle):
         return value
     if not isinstance(value, str):
-        raise ValidationError("style", f"expected a SketchStyle, not {type(value).__name__}")
+        raise wrong_type("style", "a ds.SketchStyle or its name", value)
     return SketchStyle.parse(value)
 
 
 def _int_in(field: str, low: int, high: int) -> Any:
     def validate(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValidationError(
-                field, f"must be a whole number from {low} to {high}, not {value!r}"
-            )
-        if not low <= value <= high:
-            raise ValidationError(field, f"must be from {low} to {high}, not {value}")
+        check_whole_number(field, value, minimum=low, maximum=high)
 
     return validate
 
 
 def _to_colors(value: object) -> tuple[tuple[int, int, int], ...]:
     if isinstance(value, str | bytes) or not isinstance(value, Sequence):
-        raise ValidationError("sketch_color", "must be a sequence of [R, G, B] triples")
+        raise wrong_type("sketch_color", "a sequence of [R, G, B] triples", value)
     colors: list[tuple[int, int, int]] = []
     for position, color in enumerate(value):
         where = f"sketch_color[{position}]"
         if isinstance(color, str | bytes) or not isinstance(color, Sequence) or len(color) != 3:
             raise ValidationError(where, f"must be an [R, G, B] triple, not {color!r}")
         for channel in color:
-            if isinstance(channel, bool) or not isinstance(channel, int) or not 0 <= channel <= 255:
-                raise ValidationError(where, f"channels must be whole numbers 0-255, not {color!r}")
+            check_whole_number(where, channel, minimum=0, maximum=255)
         colors.append((color[0], color[1], color[2]))
     return tuple(colors)
 
@@ -401,8 +395,7 @@ def _check_size(instance: object, attribute: attrs.Attribute[Any], value: object
 
 
 def _check_bool(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if not isinstance(value, bool):
-        raise ValidationError(attribute.name, f"must be True or False, not {value!r}")
+    check_flag(attribute.name, value)
 
 
 # --- requests ---------------------------------------------------------------------------------
@@ -529,12 +522,10 @@ def check_request(request: object) -> Request:
     """``request`` itself, when it is a request the client can submit.
 
     Raises:
-        TypeError: anything else (a URL string, None, a dict), naming the types it takes.
+        InputTypeError: anything else (a URL string, None, a dict), naming the types it takes.
     """
     if not isinstance(request, StyleRepaint | SketchToImage):
-        raise TypeError(
-            f"request: expected a ds.StyleRepaint or ds.SketchToImage, not {type(request).__name__}"
-        )
+        raise wrong_type("request", "a ds.StyleRepaint or ds.SketchToImage", request)
     return request
 
 

@@ -10,6 +10,7 @@ deadline passes (the caller catches ``TaskTimeoutError``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -105,7 +106,10 @@ async def poll_until_done(
     answer, a 2xx that is not the service's JSON) only schedules the next poll, after the
     planner's backoff or the server's capped ``Retry-After``. Every wait, and every request
     in flight, is clipped to ``deadline``: when the next poll would go at or after it, the loop
-    waits until the deadline and gives up.
+    waits until the deadline and gives up. A task is never given up unseen, though: if the
+    deadline comes before the first poll (a deadline of 0, or one shorter than the first
+    planned poll), that poll goes at the deadline and its answer decides (the result if the
+    task has ended, else ``TaskTimeoutError``); it is bounded by the request's own timeout.
 
     Args:
         poll: the task, and what is known of it (updated as the loop goes).
@@ -124,6 +128,8 @@ async def poll_until_done(
         DashScopeError: a final failure of a poll (a refusal, a wrong key, ...).
     """
     delay: float | None = None
+    # A task is never given up unseen: the first poll goes, at the latest, at the deadline.
+    polled = False
     while True:
         now = clock.now()
         if delay is None:
@@ -140,19 +146,21 @@ async def poll_until_done(
             )
             poll.planned_running = None if since_running is None else since_running + delay
         remaining = None if deadline is None else deadline - now
+        last_look = False
         if remaining is not None and delay >= remaining:
-            # The next poll would go at or after the deadline: wait out what is left, no more.
-            await clock.sleep(clip_to_deadline(delay, remaining))
-            raise TaskTimeoutError(
-                f"task {poll.task_id} still {poll.status.value} at its deadline",
-                task_id=poll.task_id,
-                status=poll.status,
-            )
+            if polled:
+                # The next poll would go at or after the deadline: wait out what is left.
+                await clock.sleep(clip_to_deadline(delay, remaining))
+                raise _timed_out(poll)
+            # Not polled yet (timeout=0, or a deadline before the first planned poll): one
+            # look at the deadline decides, bounded by the request's own timeout.
+            delay, last_look = max(remaining, 0.0), True
         if delay > 0:
             await clock.sleep(delay)
         delay = None
+        polled = True
         info: TaskInfo | None = None
-        with anyio.move_on_after(_seconds_left(deadline, clock)):
+        with anyio.move_on_after(math.inf if last_look else _seconds_left(deadline, clock)):
             if meter is not None:
                 await meter()
             try:
@@ -176,6 +184,16 @@ async def poll_until_done(
             if run_seconds is not None and info.status is TaskStatus.SUCCEEDED:
                 planner.stats.observe(poll.model, run_seconds)
             return info
+        if last_look:
+            raise _timed_out(poll)
+
+
+def _timed_out(poll: TaskPoll) -> TaskTimeoutError:
+    return TaskTimeoutError(
+        f"task {poll.task_id} still {poll.status.value} at its deadline",
+        task_id=poll.task_id,
+        status=poll.status,
+    )
 
 
 def _seen(poll: TaskPoll, info: TaskInfo, clock: Clock) -> bool:

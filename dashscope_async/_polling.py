@@ -23,6 +23,7 @@ from typing import Final
 
 import attrs
 
+from ._checks import check_number, wrong_type
 from ._config import MODELS
 from ._errors import ValidationError
 from ._models import TaskStatus
@@ -42,9 +43,10 @@ UNKNOWN_MODEL_RUN_SPREAD: Final = 0.15
 
 
 def _checked_priors(value: Mapping[str, float]) -> dict[str, float]:
+    if not isinstance(value, Mapping):
+        raise wrong_type("run_time_priors", "a mapping of model names to seconds", value)
     for model, seconds in value.items():
-        if not (isinstance(seconds, int | float) and seconds > 0 and math.isfinite(seconds)):
-            raise ValidationError("priors", f"{model!r}: a run time must be > 0 s, not {seconds!r}")
+        check_number(f"run_time_priors[{model!r}]", seconds, unit="seconds", more_than=0)
     return dict(value)
 
 
@@ -53,12 +55,11 @@ def _frozen_priors(value: Mapping[str, float]) -> Mapping[str, float]:
 
 
 def _checked_probes(value: Sequence[float]) -> tuple[float, ...]:
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        raise wrong_type("cold_probes", "a sequence of fractions", value)
     probes = tuple(value)
-    for fraction in probes:
-        if not (isinstance(fraction, int | float) and 0 < fraction < 1):
-            raise ValidationError(
-                "cold_probes", f"each must be a fraction between 0 and 1, not {fraction!r}"
-            )
+    for position, fraction in enumerate(probes):
+        check_number(f"cold_probes[{position}]", fraction, more_than=0, less_than=1)
     if list(probes) != sorted(set(probes)):
         raise ValidationError("cold_probes", f"must be increasing, not {probes!r}")
     return probes
@@ -75,7 +76,9 @@ class PollPolicy:
         max_interval: never leave one task unpolled longer than this.
         deadline: seconds after the submission after which the runner gives up on a job (a
             PENDING task is cancelled on the server, a RUNNING one is reported with its task
-            id); ``None`` waits as long as the task runs.
+            id); ``None`` waits as long as the task runs. A task not polled yet when its
+            deadline comes (0, or a deadline before the first planned poll) is polled once
+            then, and kept if it has ended.
         polls_per_task: the polls one task may cost on average once its model's run time is
             learned; the planner places them where they notice the end soonest (more polls:
             less idle slot time between tasks). 7 notices a learned 15 s task's end about
@@ -105,23 +108,29 @@ class PollPolicy:
     """
 
     first_poll: float | None = attrs.field(
-        default=None, validator=non_negative("first_poll", optional=True)
+        default=None, validator=non_negative("first_poll", unit="seconds", optional=True)
     )
-    min_interval: float = attrs.field(default=0.04, validator=positive("min_interval"))
-    max_interval: float = attrs.field(default=5.0, validator=positive("max_interval"))
+    min_interval: float = attrs.field(
+        default=0.04, validator=positive("min_interval", unit="seconds")
+    )
+    max_interval: float = attrs.field(
+        default=5.0, validator=positive("max_interval", unit="seconds")
+    )
     deadline: float | None = attrs.field(
-        default=None, validator=non_negative("deadline", optional=True)
+        default=None, validator=non_negative("deadline", unit="seconds", optional=True)
     )
-    polls_per_task: float = attrs.field(
-        default=7.0, validator=positive("polls_per_task", finite=True)
-    )
+    polls_per_task: float = attrs.field(default=7.0, validator=positive("polls_per_task"))
     cold_polls_per_task: float = attrs.field(
-        default=4.75, validator=positive("cold_polls_per_task", finite=True)
+        default=4.75, validator=positive("cold_polls_per_task")
     )
     cold_probes: tuple[float, ...] = attrs.field(default=(0.1,), converter=_checked_probes)
     overrun_growth: float = attrs.field(default=0.1, validator=positive("overrun_growth"))
-    error_backoff: float = attrs.field(default=0.5, validator=positive("error_backoff"))
-    error_backoff_max: float = attrs.field(default=8.0, validator=positive("error_backoff_max"))
+    error_backoff: float = attrs.field(
+        default=0.5, validator=positive("error_backoff", unit="seconds")
+    )
+    error_backoff_max: float = attrs.field(
+        default=8.0, validator=positive("error_backoff_max", unit="seconds")
+    )
     run_time_priors: Mapping[str, float] = attrs.field(
         factory=dict,
         converter=_frozen_priors,

@@ -41,6 +41,7 @@ from ._errors import (
     RateLimitError,
     ResponseValidationError,
 )
+from ._validators import whole_number
 
 __all__ = [
     "MAX_RETRY_AFTER",
@@ -142,7 +143,7 @@ class RetryPolicy:
             ``1 - 0.25 * random_fraction()``.
     """
 
-    max_retries: int = attrs.field(default=2, validator=attrs.validators.ge(0))
+    max_retries: int = attrs.field(default=2, validator=whole_number("max_retries"))
     max_retry_after: float = attrs.field(default=MAX_RETRY_AFTER, validator=_max_retry_after)
     random_fraction: Callable[[], float] = attrs.field(default=random.random, repr=False, eq=False)
 

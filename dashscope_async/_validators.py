@@ -1,67 +1,66 @@
-"""The field validators of the settings types (``Limits``, ``PollPolicy``, ``ReconcileRules``).
+"""The field validators of the settings types (``Limits``, ``PollPolicy``, ``RetryPolicy``,
+``ReconcileRules``, ``DownloadLimits``, the runner's pipeline settings).
 
-Owns the number rules every setting shares, each raising ``ValidationError`` that names the
-field and the rule, so a bad setting cannot exist. Request fields have their own, model-specific
-rules in ``_models``.
+Owns no rule: each validator adapts a rule of ``_checks`` to attrs, so a setting and a call
+argument of the same kind are refused alike (``InputTypeError`` for a wrong type,
+``ValidationError`` for a wrong value, both naming the field), and a bad setting cannot exist.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import attrs
 
-from ._errors import ValidationError
+from ._checks import check_number, check_whole_number
 
-__all__ = ["at_least_one", "non_negative", "positive", "whole_number"]
+__all__ = ["at_least_one", "fraction", "non_negative", "positive", "whole_number"]
 
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value)
+_Validator = Any  # attrs' validator protocol: (instance, attribute, value) -> None
 
 
-def positive(field: str, *, finite: bool = False) -> Any:
-    """A number greater than 0 (and finite, when asked)."""
+def positive(field: str, *, unit: str = "", optional: bool = False) -> _Validator:
+    """A finite number greater than 0 (or None, when ``optional``)."""
 
-    def check(_instance: object, _attribute: attrs.Attribute[Any], value: float) -> None:
-        if not (_is_number(value) and value > 0 and (not finite or math.isfinite(value))):
-            rule = "a finite number" if finite else "a number"
-            raise ValidationError(field, f"must be {rule} greater than 0, not {value!r}")
+    def check(_instance: object, _attribute: attrs.Attribute[Any], value: object) -> None:
+        if value is not None or not optional:
+            check_number(field, value, unit=unit, more_than=0)
 
     return check
 
 
-def non_negative(field: str, *, optional: bool = False, finite: bool = False) -> Any:
-    """A number of at least 0 (or None, when ``optional``; finite, when asked)."""
+def non_negative(field: str, *, unit: str = "", optional: bool = False) -> _Validator:
+    """A finite number of at least 0 (or None, when ``optional``)."""
 
-    def check(_instance: object, _attribute: attrs.Attribute[Any], value: float | None) -> None:
-        if value is None and optional:
-            return
-        if value is None or not (
-            _is_number(value) and value >= 0 and (not finite or math.isfinite(value))
-        ):
-            rule = "a finite number" if finite else "a number"
-            raise ValidationError(field, f"must be {rule} of at least 0, not {value!r}")
+    def check(_instance: object, _attribute: attrs.Attribute[Any], value: object) -> None:
+        if value is not None or not optional:
+            check_number(field, value, unit=unit, at_least=0)
 
     return check
 
 
-def at_least_one(field: str) -> Any:
+def fraction(field: str) -> _Validator:
+    """A number from 0 to 1."""
+
+    def check(_instance: object, _attribute: attrs.Attribute[Any], value: object) -> None:
+        check_number(field, value, at_least=0, at_most=1)
+
+    return check
+
+
+def at_least_one(field: str, *, unit: str = "") -> _Validator:
     """A whole number of at least 1 (not a bool)."""
 
-    def check(_instance: object, _attribute: attrs.Attribute[Any], value: int) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValidationError(field, f"must be a whole number of at least 1, not {value!r}")
+    def check(_instance: object, _attribute: attrs.Attribute[Any], value: object) -> None:
+        check_whole_number(field, value, minimum=1, unit=unit)
 
     return check
 
 
-def whole_number(field: str) -> Any:
+def whole_number(field: str, *, unit: str = "") -> _Validator:
     """A whole number of at least 0 (not a bool)."""
 
-    def check(_instance: object, _attribute: attrs.Attribute[Any], value: int) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValidationError(field, f"must be a whole number of at least 0, not {value!r}")
+    def check(_instance: object, _attribute: attrs.Attribute[Any], value: object) -> None:
+        check_whole_number(field, value, minimum=0, unit=unit)
 
     return check

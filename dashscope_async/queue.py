@@ -23,6 +23,7 @@ from typing import Any, Final
 import attrs
 
 from ._budget import Budget
+from ._checks import check_job_key
 from ._client import AsyncDashScope
 from ._errors import DashScopeError, RecordedFailureError, ValidationError
 from ._files import PASS_THROUGH_SCHEMES
@@ -240,8 +241,7 @@ class JobQueue:
         Raises:
             ValidationError: ``key`` is empty, or an image input is not a URL.
         """
-        if not isinstance(key, str) or not key:
-            raise ValidationError("key", f"a job key must be a non-empty string, not {key!r}")
+        check_job_key("key", key)
         return await self.generate.kiq(key, encode_request(request))
 
     async def outcome(self, queued: AsyncTaskiqTask[dict[str, Any]]) -> QueuedOutcome:

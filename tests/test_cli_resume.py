@@ -52,6 +52,7 @@ async def run(
     *,
     interrupt: Interrupt | None = None,
     retry_failed: bool = False,
+    journal: str = "journal.sqlite",
 ) -> BatchReport:
     out = tmp_path / "out"
     results = out / "results.jsonl"
@@ -63,7 +64,7 @@ async def run(
             out_dir=out,
             settings=Settings(),
             console=Console(file=io.StringIO(), width=120),
-            journal=out / "journal.sqlite",
+            journal=out / journal,
             retry_failed=retry_failed,
             earlier_seconds=earlier,
             interrupt=interrupt,
@@ -138,6 +139,44 @@ async def test_a_rerun_replays_finished_jobs_with_their_durations(tmp_path: Path
     assert all(r.seconds is not None and r.seconds > 0.1 for r in second.records)
     assert [r.task_id for r in second.records] == [r.task_id for r in first.records]
     assert summary_line(second.records[:1], 1.0).startswith("1 job: 1 succeeded in 1.0 s")
+
+
+def other_specs(emulator: Emulator, count: int) -> list[JobSpec]:
+    """Another manifest's jobs: unkeyed, at the same lines, of other requests."""
+    url = emulator.sample_image_url("portrait")
+    return [
+        JobSpec(ds.StyleRepaint(f"{url}?other={i}", style=i), label=f"other-{i}", line=i + 1)
+        for i in range(count)
+    ]
+
+
+def image_files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.suffix == ".png"}
+
+
+async def test_unkeyed_jobs_of_two_manifests_in_one_folder_never_share_a_file(
+    tmp_path: Path,
+) -> None:
+    # Each manifest keeps its own journal (--journal), both save into one --output folder.
+    service = emulator()
+    first = await run(service, specs(service, 3), tmp_path, journal="first.sqlite")
+    saved_first = image_files(tmp_path / "out")
+    second = await run(service, other_specs(service, 3), tmp_path, journal="second.sqlite")
+    assert [r.status for r in first.records + second.records] == ["succeeded"] * 6
+    assert [r.replayed for r in second.records] == [False] * 3  # other jobs: all run
+    files = image_files(tmp_path / "out")
+    assert len(files) == 6  # job 2 of the second manifest did not replace job 2 of the first
+    assert {name: files[name] for name in saved_first} == saved_first
+    first_names = {Path(f).name for r in first.records for f in r.files}
+    second_names = {Path(f).name for r in second.records for f in r.files}
+    assert first_names == set(saved_first) and not first_names & second_names
+    # Running the first manifest again replays it from the journal into the same files.
+    before = submitted(service)
+    again = await run(service, specs(service, 3), tmp_path, journal="first.sqlite")
+    assert submitted(service) == before
+    assert [r.replayed for r in again.records] == [True] * 3
+    assert {Path(f).name for r in again.records for f in r.files} == first_names
+    assert image_files(tmp_path / "out") == files  # no copies, nothing replaced
 
 
 async def test_retry_failed_reruns_only_failures_worth_retrying(tmp_path: Path) -> None:

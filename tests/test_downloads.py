@@ -9,6 +9,7 @@ runs a fast emulator in real time.
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pytest
 
 import dashscope_async as ds
 from dashscope_async._downloads import result_file_name
+from dashscope_async._journal import fingerprint
 from dashscope_async.testing import Emulator, EmulatorConfig, Fault
 from tests.images_util import make_image
 from tests.virtual_time import virtual_time
@@ -166,12 +168,31 @@ async def test_distinct_job_keys_never_share_a_result_file(tmp_path: Path) -> No
     assert len(set(paths)) == len(jobs)
     assert len(_files(tmp_path)) == len(jobs)  # nothing overwrote anything
     by_index = {outcome.index: outcome.files[0].name for outcome in outcomes}
-    assert by_index[2] == "000002-0.png"
-    assert by_index[5] != "000002-0.png" and by_index[5].startswith("000002-")
+    unkeyed = result_file_name(2, 0, ".png", fingerprint=fingerprint(jobs[2].request))
+    assert by_index[2] == unkeyed and re.fullmatch(r"000002-[0-9a-f]{10}-0\.png", unkeyed)
+    assert by_index[5] != unkeyed and by_index[5].startswith("000002-")
     assert {by_index[i] for i in range(len(jobs))} == {
-        result_file_name(job.key if job.key is not None else index, 0, ".png")
-        for index, job in enumerate(jobs)
+        result_file_name(job.key, 0, ".png") if job.key is not None else unkeyed for job in jobs
     }
+
+
+@pytest.mark.anyio
+async def test_an_unkeyed_jobs_result_is_saved_when_its_local_input_is_gone(
+    tmp_path: Path,
+) -> None:
+    # The file is uploaded, then deleted while its task runs: the billed result is still saved.
+    source = tmp_path / "portrait.png"
+    source.write_bytes(make_image("PNG", 300, 300))
+    emulator = Emulator(EmulatorConfig(time_scale=0.02, render_results=False))
+    out = tmp_path / "out"
+    async with emulator.client() as client, ds.AsyncTaskRunner(client, download_dir=out) as runner:
+        handle = runner.submit(ds.StyleRepaint(str(source), style=2))
+        await handle.wait_submitted()
+        source.unlink()
+        outcome = await handle.wait()
+    assert outcome.ok, outcome.error
+    (saved,) = outcome.files
+    assert saved.parent == out and re.fullmatch(r"000000-[0-9a-f]{10}-0\.png", saved.name)
 
 
 @pytest.mark.anyio

@@ -947,6 +947,13 @@ async def test_download_verification_works_without_pillow(
 def test_result_file_names() -> None:
     assert result_file_name(7, 0, "png") == "000007-0.png"
     assert result_file_name(123456789, 3, ".jpg") == "123456789-3.jpg"
+    # An unkeyed job carries its request's fingerprint: job 7 of two batches, two names.
+    assert result_file_name(7, 0, "png", fingerprint="9c41d07e3a" + "5" * 54) == (
+        "000007-9c41d07e3a-0.png"
+    )
+    assert result_file_name(7, 0, "png", fingerprint="0" * 64) != result_file_name(
+        7, 0, "png", fingerprint="1" * 64
+    )
     assert re.fullmatch(
         r"portraits_alice-[0-9a-f]{10}-1\.jpg", result_file_name("portraits/alice", 1, ".jpg")
     )

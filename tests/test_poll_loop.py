@@ -284,3 +284,80 @@ async def test_one_retry_policy_a_metered_client_call_takes_a_turn_per_attempt()
         async for _ in client.list_tasks(model=REPAINT, before_page=meter):
             pass
     assert turns == task_endpoint_requests(emu) == 6
+
+
+# --- a deadline of 0 polls once: the same edge in wait(), generate() and the runner --------------
+
+
+@virtual_time
+async def test_wait_with_timeout_0_returns_a_task_that_has_ended() -> None:
+    emu = emulator()
+    async with emu.client() as client:
+        task = await one_task(emu, client)
+        await anyio.sleep(120)  # the task ends long before this
+        start = anyio.current_time()
+        result = await client.wait(task.task_id, timeout=0)
+    assert result.status is ds.TaskStatus.SUCCEEDED and result.task_id == task.task_id
+    assert anyio.current_time() == start
+    assert emu.stats.requests["get_task"] == 1
+
+
+@virtual_time
+async def test_wait_with_timeout_0_raises_for_a_task_still_running_after_one_poll() -> None:
+    emu = emulator()
+    async with emu.client() as client:
+        task = await one_task(emu, client)
+        with pytest.raises(ds.TaskTimeoutError) as caught:
+            await client.wait(task.task_id, timeout=0)
+    assert caught.value.task_id == task.task_id
+    assert caught.value.status in (ds.TaskStatus.PENDING, ds.TaskStatus.RUNNING)
+    assert emu.stats.requests["get_task"] == 1
+
+
+@virtual_time
+async def test_wait_with_timeout_0_after_a_throttled_poll_gives_up_at_once() -> None:
+    emu = emulator()
+    async with emu.client() as client:
+        task = await one_task(emu, client)
+        emu.faults.script("get_task", Fault.throttle(retry_after=DAY), times=10)
+        start = anyio.current_time()
+        with pytest.raises(ds.TaskTimeoutError):
+            await client.wait(task.task_id, timeout=0)
+    assert anyio.current_time() == start
+    assert emu.stats.requests["get_task"] == 1  # the one look; the server's wait is not spent
+
+
+@virtual_time
+async def test_generate_with_timeout_0_submits_and_polls_once() -> None:
+    emu = emulator()
+    async with emu.client() as client:
+        with pytest.raises(ds.TaskTimeoutError) as caught:
+            await client.generate(repaint(emu), timeout=0)
+    assert caught.value.status in (ds.TaskStatus.PENDING, ds.TaskStatus.RUNNING)
+    assert emu.stats.submissions[REPAINT] == 1
+    assert emu.stats.requests["get_task"] == 1
+
+
+@virtual_time
+async def test_a_runner_deadline_of_0_polls_each_task_once() -> None:
+    emu = emulator()
+    poll = ds.PollPolicy(deadline=0)
+    async with emu.client() as client, ds.AsyncTaskRunner(client, poll=poll) as runner:
+        outcome = await runner.submit(repaint(emu)).wait()
+    assert isinstance(outcome.error, ds.TaskTimeoutError)
+    assert outcome.error.task_id is not None
+    assert emu.stats.requests["get_task"] == 1
+
+
+@virtual_time
+async def test_a_runner_deadline_before_the_first_planned_poll_still_looks_at_the_task() -> None:
+    # Tasks of ~3 s; the planner, still on the registry's ~15 s guess, plans its first poll
+    # after 10 s: the deadline at 5 s comes first, and the one look there finds the result.
+    emu = Emulator(EmulatorConfig(seed=7, render_results=False, time_scale=0.2))
+    poll = ds.PollPolicy(deadline=5, cold_probes=())
+    async with emu.client() as client, ds.AsyncTaskRunner(client, poll=poll) as runner:
+        outcome = await runner.submit(repaint(emu)).wait()
+    assert outcome.ok, outcome.error
+    assert outcome.submitted_at is not None
+    assert outcome.finished_at - outcome.submitted_at == pytest.approx(5.0, abs=0.1)
+    assert emu.stats.requests["get_task"] == 1

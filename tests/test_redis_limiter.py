@@ -265,7 +265,8 @@ async def test_waiters_in_one_process_are_served_in_arrival_order(server: RedisS
     async with workers(server, 1) as (limiter,), anyio.create_task_group() as group:
         for number in range(5):
             group.start_soon(take, limiter, number)
-            await anyio.sleep(0.005)  # arrive in a known order
+            # Arrive in a known order: each waits for the slot before the next one starts.
+            await anyio.wait_all_tasks_blocked()
     assert order == [0, 1, 2, 3, 4]
 
 
@@ -317,8 +318,9 @@ async def test_a_lease_taken_away_is_noticed_by_the_heartbeat(
     ):
         async with aioredis.Redis.from_url(server.url) as admin:
             await admin.delete(f"{{{limiter.namespace}:{MODEL}}}:slots")
-        await anyio.sleep(0.2)
-        assert lease.lost
+        with anyio.fail_after(10):  # the next heartbeat finds the lease gone
+            while not lease.lost:  # noqa: ASYNC110 - no event to wait on
+                await anyio.sleep(0.01)
     assert [r.levelno for r in caplog.records if "lost the" in r.getMessage()] == [logging.WARNING]
 
 
@@ -545,7 +547,9 @@ async def test_a_worker_never_adopts_another_workers_late_answered_task(
             ds.AsyncTaskRunner(client, limiter=other, reconcile_grace=2.0) as second,
         ):
             a = first.submit(ds.StyleRepaint(f"{url}?job=a", style=1))
-            await anyio.sleep(0.2)
+            with anyio.fail_after(10):  # a's submit takes the first fault (made, answered late)
+                while emulator.stats.requests["submit"] < 1:  # noqa: ASYNC110 - no event to wait on
+                    await anyio.sleep(0.01)
             b = second.submit(ds.StyleRepaint(f"{url}?job=b", style=1))
             outcomes = {"a": await a.wait(), "b": await b.wait()}
     for name, outcome in outcomes.items():

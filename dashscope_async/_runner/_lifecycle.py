@@ -19,7 +19,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .._budget import Budget, BudgetLedger, LocalSpending
-from .._checks import check_seconds, check_whole_number
+from .._checks import check_instance, check_seconds, check_whole_number, wrong_type
 from .._config import TASK_RETENTION_SECONDS
 from .._errors import DashScopeError, JobCanceledError, JobError, ValidationError
 from .._events import EventHub, EventKind, EventStream, RunnerEvent
@@ -107,6 +107,15 @@ class AsyncTaskRunner:
         task_retention: float = float(TASK_RETENTION_SECONDS),
         throttle_timeout: float | None = 300.0,
     ) -> None:
+        check_instance("limits", limits, (Limits, type(None)), "a ds.Limits")
+        check_instance("poll", poll, (PollPolicy, type(None)), "a ds.PollPolicy")
+        check_instance("budget", budget, (Budget, type(None)), "a ds.Budget")
+        check_instance(
+            "download_dir", download_dir, (str, os.PathLike, type(None)), "a folder path"
+        )
+        check_instance(
+            "journal", journal, (str, os.PathLike, JobStore, type(None)), "a path or a ds.JobStore"
+        )
         check_whole_number("max_pending", max_pending, minimum=1)
         check_seconds("reconcile_grace", reconcile_grace)
         check_seconds("reconcile_timeout", reconcile_timeout)
@@ -337,14 +346,11 @@ class AsyncTaskRunner:
 
     def _new_state(self, index: int, request: object, key: str | None) -> JobState:
         if not isinstance(request, StyleRepaint | SketchToImage):
-            raise ValidationError(
-                f"requests[{index}]",
-                f"expected a StyleRepaint, SketchToImage or Job, not {type(request).__name__}",
+            raise wrong_type(
+                f"requests[{index}]", "a ds.StyleRepaint, ds.SketchToImage or ds.Job", request
             )
         if key is not None and not isinstance(key, str):
-            raise ValidationError(
-                f"jobs[{index}].key", f"must be a string, not {type(key).__name__}"
-            )
+            raise wrong_type(f"jobs[{index}].key", "a string", key)
         return JobState(index=index, request=request, key=key, queued_at=self._clock.now())
 
     def _start(self, state: JobState, task_group: TaskGroup | None) -> None:
@@ -485,9 +491,7 @@ def _check_on_event(on_event: object) -> None:
     if on_event is None:
         return
     if not callable(on_event):
-        raise ValidationError(
-            "on_event", f"must be a function taking a RunnerEvent, not {on_event!r}"
-        )
+        raise wrong_type("on_event", "a function taking a RunnerEvent", on_event)
     # A function, a method or a partial of one; or an object whose __call__ is async.
     calls = (on_event, type(on_event).__call__)
     if any(inspect.iscoroutinefunction(c) or inspect.isasyncgenfunction(c) for c in calls):

@@ -20,11 +20,12 @@ from typing import Final
 
 import anyio
 import anyio.lowlevel
+import anyio.to_thread
 import attrs
 
 from .._budget import Spending
 from .._client import result_or_raise
-from .._downloads import save_result_images
+from .._downloads import save_result_images, unkeyed_job_hash
 from .._errors import (
     AmbiguousSubmitError,
     APIConnectionError,
@@ -166,7 +167,7 @@ class JobPipeline:
     #: Seconds a job may go on being refused for throttling (429) before it ends with
     #: ``RateLimitError``; None waits for ever.
     throttle_timeout: float | None = attrs.field(
-        default=300.0, validator=non_negative("throttle_timeout", optional=True)
+        default=300.0, validator=non_negative("throttle_timeout", unit="seconds", optional=True)
     )
     turnstiles: dict[str, Turnstile] = attrs.field(factory=dict)
 
@@ -407,12 +408,18 @@ class JobPipeline:
         if self.download_dir is None:
             return ()
         job = state.key if state.key is not None else state.index
+        request_hash = state.fingerprint
+        if state.key is None and not request_hash:
+            request_hash = await anyio.to_thread.run_sync(
+                unkeyed_job_hash, state.request, result.task_id
+            )
         return tuple(
             await save_result_images(
                 self.service.http,
                 result,
                 self.download_dir,
                 job,
+                fingerprint=None if state.key is not None else request_hash,
                 limits=self.service.download_limits,
                 clock=self.service.clock,
             )

@@ -68,13 +68,15 @@ class ReconcileRules:
             a read cannot show the task, so it proves nothing.
     """
 
-    grace: float = attrs.field(default=30.0, validator=non_negative("reconcile_grace", finite=True))
-    timeout: float = attrs.field(
-        default=60.0, validator=non_negative("reconcile_timeout", finite=True)
+    grace: float = attrs.field(
+        default=30.0, validator=non_negative("reconcile_grace", unit="seconds")
     )
-    interval: float = attrs.field(default=2.0, validator=positive("interval", finite=True))
+    timeout: float = attrs.field(
+        default=60.0, validator=non_negative("reconcile_timeout", unit="seconds")
+    )
+    interval: float = attrs.field(default=2.0, validator=positive("interval", unit="seconds"))
     retention: float = attrs.field(
-        default=float(TASK_RETENTION_SECONDS), validator=positive("task_retention", finite=True)
+        default=float(TASK_RETENTION_SECONDS), validator=positive("task_retention", unit="seconds")
     )
 
     def provable_until(self, sent_at: datetime) -> datetime:

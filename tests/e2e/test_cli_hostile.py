@@ -3,13 +3,14 @@ row exits with its documented status and a message (never a traceback), and send
 
 Rows: non-UTF-8 arguments, a CSV field over 128 KiB, duplicate JSON keys and CSV columns,
 non-string keys and prompts, an unreachable service (status 4), Ctrl-C while a manifest is
-checked (status 130), and a second Ctrl-C that only shortens the wait for cancels (the results
+read (status 130), and a second Ctrl-C that only shortens the wait for cancels (the results
 file is still written).
 """
 
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import os
 import signal
@@ -172,20 +173,42 @@ def test_a_batch_against_an_unreachable_service_exits_4(served: Served, tmp_path
     assert [record["status"] for record in records] == ["failed", "failed"]
 
 
-def test_ctrl_c_while_a_manifest_is_checked_exits_130(served: Served, tmp_path: Path) -> None:
-    image = tmp_path / "big.png"
-    image.write_bytes(make_image("PNG", 2000, 2000))
+def _open_writer(fifo: Path, process: subprocess.Popen[str]) -> int:
+    """The FIFO's write end, opened once the command line has opened it to read."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:  # ENXIO: no reader yet
+            if exc.errno != errno.ENXIO:
+                raise
+        assert process.poll() is None, process.communicate()[1]
+        assert time.monotonic() < deadline, "the command line never opened its manifest"
+        time.sleep(0.01)
+
+
+def test_ctrl_c_while_a_manifest_is_read_exits_130(served: Served, tmp_path: Path) -> None:
+    # The manifest is a pipe that never ends (as `batch <(make-jobs)` gives): the command line
+    # is still reading it, whatever the machine's speed, when Ctrl-C comes.
     manifest = tmp_path / "jobs.jsonl"
-    line = json.dumps({"kind": "repaint", "image": os.fspath(image), "style": "anime"})
-    manifest.write_text((line + "\n") * 20_000)
+    os.mkfifo(manifest)
     before = _requests(served)
     process = start_batch(served, manifest, "out", cwd=tmp_path)
-    time.sleep(2.0)  # loading and checking 20,000 lines takes far longer than this
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=30)
+    writer = _open_writer(manifest, process)
+    try:
+        line = json.dumps({"kind": "repaint", "image": URL, "style": "anime"})
+        os.write(writer, (line + "\n").encode() * 10)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        os.close(writer)
+        if process.poll() is None:
+            process.kill()
+            process.wait()
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr and "Aborted!" not in stderr
     assert _requests(served) == before
+    assert not (tmp_path / "out").exists()  # stopped before anything was set up
 
 
 def test_a_second_ctrl_c_only_shortens_the_wait_for_cancels(served: Served, tmp_path: Path) -> None:
@@ -213,7 +236,7 @@ def test_a_second_ctrl_c_only_shortens_the_wait_for_cancels(served: Served, tmp_
             and time.monotonic() < deadline
         ):
             time.sleep(0.01)
-        time.sleep(0.3)
+        # A cancel is on its way: the first Ctrl-C was handled, so this one is the second.
         second = time.monotonic()
         process.send_signal(signal.SIGINT)
         stdout, stderr = process.communicate(timeout=30)

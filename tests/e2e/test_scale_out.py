@@ -263,6 +263,19 @@ def _wait_all(workers: Sequence[subprocess.Popen[bytes]], timeout: float) -> Non
                 process.wait()
 
 
+def _ready_then_go(workers: Sequence[subprocess.Popen[bytes]], ready: Sequence[Path]) -> None:
+    """Wait until every worker says it is ready (its runner built), then start them all."""
+    deadline = time.monotonic() + 30
+    while not all(path.exists() for path in ready):
+        assert all(process.poll() is None for process in workers), "a worker died"
+        assert time.monotonic() < deadline, "the workers did not get ready"
+        time.sleep(0.01)
+    for process in workers:
+        assert process.stdin is not None
+        process.stdin.write(b"go\n")
+        process.stdin.close()  # the line stays in the pipe until read
+
+
 def _run_workers(
     settings: dict[str, Any], server: RunningServer, count: int, timeout: float, **per_worker: Any
 ) -> None:
@@ -280,15 +293,7 @@ def _run_workers(
         for worker in range(count)
     ]
     try:
-        deadline = time.monotonic() + 30
-        while not all(path.exists() for path in ready):
-            assert all(process.poll() is None for process in workers), "a worker died"
-            assert time.monotonic() < deadline, "the workers did not get ready"
-            time.sleep(0.01)
-        for process in workers:
-            assert process.stdin is not None
-            process.stdin.write(b"go\n")
-            process.stdin.flush()
+        _ready_then_go(workers, ready)
     finally:
         for process in workers:
             if process.stdin is not None:
@@ -396,8 +401,14 @@ def test_a_killed_workers_slot_frees_and_no_job_is_lost_or_run_twice(
             while not holding.exists():
                 assert time.monotonic() < deadline and victim.poll() is None
                 time.sleep(0.02)
-            others = [_start(settings, server, w, journal=journals[w]) for w in (1, 2)]
-            time.sleep(0.5)
+            ready = [tmp_path / f"ready-{w}" for w in (1, 2)]
+            others = [
+                _start(settings, server, w, journal=journals[w], ready=str(ready[w - 1]))
+                for w in (1, 2)
+            ]
+            # Both are up and start at once, so they wait for the slot when the victim dies
+            # however long a loaded machine takes to start them.
+            _ready_then_go(others, ready)
             killed_at = time.monotonic()  # the emulator's clock (the real monotonic one)
             victim.send_signal(signal.SIGKILL)
             assert victim.wait(timeout=5) == -signal.SIGKILL
