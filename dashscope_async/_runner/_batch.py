@@ -122,12 +122,11 @@ class BatchWork:
                         index += 1
             else:
                 for item in requests:
+                    # A checkpoint for every item (anyio's acquire always is one), so a long
+                    # synchronous generator cannot starve the jobs it feeds.
                     await self._window.acquire()
                     self._launch(task_group, index, item)
                     index += 1
-                    # Let the job just started run up to its first wait before the next item
-                    # is pulled, so a long synchronous generator cannot starve the jobs.
-                    await anyio.lowlevel.checkpoint()
         except Exception as exc:
             # The caller's iterable failed: the batch ends with that error after the jobs
             # already started have their outcomes.
