@@ -90,6 +90,8 @@ WORKSPACE_HEADER: Final = "X-DashScope-WorkSpace"
 LIST_WINDOW: Final = timedelta(hours=24)
 #: Far longer than any task id the service hands out (36 characters).
 MAX_TASK_ID_LENGTH: Final = 256
+#: API URLs kept parsed (``_api_url``): the submit routes and the tasks being polled.
+URL_CACHE_SIZE: Final = 256
 #: ``wait``'s polls: the first at once, then the adaptive planner's schedule.
 WAIT_POLICY: Final = PollPolicy(first_poll=0.0)
 #: The planner's key for tasks whose model ``wait`` was not told.
@@ -297,6 +299,7 @@ class AsyncDashScope:
             allow_insecure_http=allow_insecure_http,
         )
         self._base = httpx.URL(self._base_url + "/")
+        self._urls: dict[str, httpx.URL] = {}
         self._timeout = timeout
         self._retry = RetryPolicy(
             max_retries=max_retries, max_retry_after=check_max_retry_after(max_retry_after)
@@ -731,6 +734,17 @@ class AsyncDashScope:
 
     # --- the request loop ---------------------------------------------------------------------
 
+    def _api_url(self, path: str) -> httpx.URL:
+        """The URL of ``path`` under the base URL, parsed once while it is in recent use (the
+        submit routes, a task polled again and again)."""
+        urls = self._urls
+        url = urls.get(path)
+        if url is None:
+            url = urls[path] = httpx.URL(self._base_url + path)
+            if len(urls) > URL_CACHE_SIZE:
+                del urls[next(iter(urls))]  # the oldest parsed
+        return url
+
     def _is_api_url(self, url: httpx.URL) -> bool:
         base = self._base
         return (
@@ -763,7 +777,7 @@ class AsyncDashScope:
         retry: bool = True,
         meter: Callable[[], Awaitable[None]] | None = None,
     ) -> T:
-        url = httpx.URL(self._base_url + path)
+        url = self._api_url(path)
         if params:
             url = url.copy_merge_params(dict(params))
         retries_taken = 0

@@ -441,7 +441,14 @@ class SlotPool(AbstractAsyncContextManager[SlotLease]):
         return self._semaphore.statistics().tasks_waiting
 
     async def __aenter__(self) -> SlotLease:
-        await self._semaphore.acquire()
+        semaphore = self._semaphore
+        if semaphore.value and not semaphore.statistics().tasks_waiting:
+            # A free slot nobody queues for: taken without a trip through the event loop (the
+            # submit turn that follows yields); still a cancellation point.
+            await anyio.lowlevel.checkpoint_if_cancelled()
+            semaphore.acquire_nowait()
+        else:
+            await semaphore.acquire()
         return self._lease
 
     async def __aexit__(

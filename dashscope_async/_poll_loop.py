@@ -10,9 +10,9 @@ deadline passes (the caller catches ``TaskTimeoutError``).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from contextlib import AbstractContextManager
+from typing import Final, Protocol
 
 import anyio
 import attrs
@@ -160,7 +160,7 @@ async def poll_until_done(
         delay = None
         polled = True
         info: TaskInfo | None = None
-        with anyio.move_on_after(math.inf if last_look else _seconds_left(deadline, clock)):
+        with _NO_DEADLINE if last_look else _until(deadline, clock):
             if meter is not None:
                 await meter()
             try:
@@ -232,5 +232,22 @@ def _started_at(poll: TaskPoll, info: TaskInfo, clock: Clock) -> float:
     return min(max(submitted_at + waited, submitted_at), now)
 
 
-def _seconds_left(deadline: float | None, clock: Clock) -> float:
-    return float("inf") if deadline is None else max(deadline - clock.now(), 0.0)
+def _until(deadline: float | None, clock: Clock) -> AbstractContextManager[object, bool]:
+    """The scope of one poll: it ends at ``deadline``. Without one, no cancel scope at all (one
+    per poll that can never expire is pure cost)."""
+    if deadline is None:
+        return _NO_DEADLINE
+    return anyio.move_on_after(max(deadline - clock.now(), 0.0))
+
+
+class _NoDeadline(AbstractContextManager[object, bool]):
+    """Stands in for the deadline's cancel scope when there is no deadline."""
+
+    def __exit__(self, *exc_info: object) -> bool:
+        return self.swallowed
+
+    #: A cancel scope swallows its own deadline's cancellation; this one has nothing to swallow.
+    swallowed: Final = False
+
+
+_NO_DEADLINE: Final = _NoDeadline()

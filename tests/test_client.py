@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 import dashscope_async as ds
-from dashscope_async._client import AsyncDashScope, list_windows
+from dashscope_async._client import URL_CACHE_SIZE, AsyncDashScope, list_windows
 from dashscope_async._poll_schedule import optimal_schedule
 from tests.mock_service import (
     API_KEY,
@@ -307,6 +307,18 @@ async def test_only_urls_under_the_base_url_get_credentials(url: str, is_api: bo
         headers = client._request_headers(httpx.URL(url), {})
     assert ("Authorization" in headers) is is_api
     assert (headers.get("X-DashScope-WorkSpace") == "ws-1") is is_api
+
+
+async def test_api_urls_are_parsed_once_while_in_use_and_the_cache_stays_bounded() -> None:
+    async with mock_client(ScriptedService()) as client:
+        first = client._api_url("/tasks/t-0")
+        assert client._api_url("/tasks/t-0") is first
+        assert str(first) == f"{client.base_url}/tasks/t-0"
+        for n in range(1, URL_CACHE_SIZE + 10):
+            client._api_url(f"/tasks/t-{n}")
+        assert len(client._urls) == URL_CACHE_SIZE
+        assert client._api_url("/tasks/t-0") is not first  # the oldest went first
+        assert client._api_url("/tasks/t-0") == first
 
 
 async def test_redirects_are_not_followed_with_credentials() -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import math
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
 from contextlib import aclosing
 from types import TracebackType
 from typing import Any, Protocol
@@ -112,9 +112,18 @@ class BatchWork:
 
     async def _feed(self, task_group: TaskGroup) -> None:
         index = 0
+        requests = self._requests
         try:
-            async with aclosing(_as_async_iter(self._requests)) as items:
-                async for item in items:
+            if isinstance(requests, AsyncIterable):
+                async with aclosing(_as_async_iter(requests)) as items:
+                    async for item in items:
+                        await self._window.acquire()
+                        self._launch(task_group, index, item)
+                        index += 1
+            else:
+                for item in requests:
+                    # A checkpoint for every item (anyio's acquire always is one), so a long
+                    # synchronous generator cannot starve the jobs it feeds.
                     await self._window.acquire()
                     self._launch(task_group, index, item)
                     index += 1
@@ -275,14 +284,6 @@ def _drop_quietly(work: BatchWork) -> None:
         work.drop()
 
 
-async def _as_async_iter(items: Iterable[Any] | AsyncIterable[Any]) -> AsyncGenerator[Any, None]:
-    if isinstance(items, AsyncIterable):
-        async for item in items:
-            yield item
-        return
-    iterator: Iterator[Any] = iter(items)
-    for item in iterator:
+async def _as_async_iter(items: AsyncIterable[Any]) -> AsyncGenerator[Any, None]:
+    async for item in items:
         yield item
-        # Yield to the event loop between items of a plain iterable, so a long synchronous
-        # generator cannot starve the jobs it feeds.
-        await anyio.lowlevel.checkpoint()

@@ -162,6 +162,29 @@ class Turnstile:
             waiter.set()
 
 
+class Signal:
+    """A one-time event, like ``anyio.Event``, that makes its event only once someone waits
+    (a job's ``done`` and ``submitted``: most jobs of a batch are never waited on)."""
+
+    __slots__ = ("_event", "_set")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._event: anyio.Event | None = None
+
+    def set(self) -> None:
+        self._set = True
+        if self._event is not None:
+            self._event.set()
+
+    async def wait(self) -> None:
+        if self._event is None:
+            self._event = anyio.Event()
+            if self._set:
+                self._event.set()
+        await self._event.wait()
+
+
 @attrs.define(eq=False)
 class JobState:
     """One job's mutable state while the runner works on it."""
@@ -171,8 +194,8 @@ class JobState:
     key: str | None
     queued_at: float
     scope: anyio.CancelScope = attrs.field(factory=anyio.CancelScope)
-    done: anyio.Event = attrs.field(factory=anyio.Event)
-    submitted: anyio.Event = attrs.field(factory=anyio.Event)
+    done: Signal = attrs.field(factory=Signal)
+    submitted: Signal = attrs.field(factory=Signal)
     status: JobStatus = JobStatus.QUEUED
     task_id: str | None = None
     submitted_at: float | None = None

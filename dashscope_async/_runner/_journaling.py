@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from datetime import datetime
 from pathlib import Path
+from typing import Final
 
 import anyio
 
@@ -45,6 +46,9 @@ from ._jobs import JobState
 __all__ = ["JobJournal"]
 
 logger = get_logger("runner")
+
+#: The claim of a job no journal records: nothing to hold, no entry.
+_NOTHING_TO_CLAIM: Final[AbstractAsyncContextManager[None]] = nullcontext()
 
 
 class JobJournal:
@@ -95,17 +99,21 @@ class JobJournal:
         """The name of this job's submit ticket (None: a random one, for an unjournaled job)."""
         return None if state.journal_key is None else ticket_token(state.journal_key, sent_at)
 
-    @asynccontextmanager
-    async def claim(self, state: JobState) -> AsyncIterator[JournalEntry | None]:
+    def claim(self, state: JobState) -> AbstractAsyncContextManager[JournalEntry | None]:
         """Name the job, hold its key while the block runs, and read what earlier runs did.
 
         With a store a fleet shares, a second worker given the same job waits here until the
-        first ends it (then replays its outcome) or dies (then takes it up).
+        first ends it (then replays its outcome) or dies (then takes it up). Without a journal
+        (or for a job it does not record) there is nothing to claim: the block gets None.
         """
-        journal = self.journal
-        if journal is None or (state.key is None and not state.in_batch):
-            yield None
-            return
+        if self.journal is None or (state.key is None and not state.in_batch):
+            return _NOTHING_TO_CLAIM
+        return self._claim(state, self.journal)
+
+    @asynccontextmanager
+    async def _claim(
+        self, state: JobState, journal: JobStore
+    ) -> AsyncIterator[JournalEntry | None]:
         await self._name(state)
         assert state.journal_key is not None
         async with journal.claim(state.journal_key) as entry:

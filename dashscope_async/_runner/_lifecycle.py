@@ -158,7 +158,7 @@ class AsyncTaskRunner:
             poll_policy=poll_policy,
             planner=PollPlanner(poll_policy, poll_rate=self._limiter.limits.poll_rate),
             download_dir=None if download_dir is None else Path(download_dir),
-            events=JobEvents(self._events),
+            events=JobEvents(self._events, self._clock),
             queue_ahead=QueueAhead(self._limiter),
             throttle_timeout=throttle_timeout,
         )
@@ -447,7 +447,7 @@ class AsyncTaskRunner:
             state.on_done(outcome)
 
     def _emit(self, kind: EventKind, state: JobState, *, error: str | None = None) -> None:
-        self._pipeline.events.emit(kind, state, self._clock.now(), error=error)
+        self._pipeline.events.emit(kind, state, error=error)
 
 
 def _job_error(state: JobState, exc: Exception) -> JobError:

@@ -25,6 +25,7 @@ import attrs
 
 from .._budget import Spending
 from .._client import result_or_raise
+from .._clock import Clock
 from .._downloads import save_result_images, unkeyed_job_hash
 from .._errors import (
     AmbiguousSubmitError,
@@ -67,15 +68,18 @@ MAX_LOST_SUBMITS: Final = 3
 
 @attrs.define
 class JobEvents:
-    """Turns a job's steps into ``RunnerEvent``s for the runner's listeners."""
+    """Turns a job's steps into ``RunnerEvent``s for the runner's listeners, dated by ``clock``.
+
+    With no listener it does nothing at all, not even read the clock.
+    """
 
     hub: EventHub
+    clock: Clock
 
     def emit(
         self,
         kind: EventKind,
         state: JobState,
-        now: float,
         *,
         task_id: str | None = None,
         delay: float | None = None,
@@ -88,7 +92,7 @@ class JobEvents:
                 kind=kind,
                 index=state.index,
                 model=state.model,
-                at=now,
+                at=self.clock.now(),
                 key=state.key,
                 task_id=task_id or state.task_id,
                 delay=delay,
@@ -150,6 +154,14 @@ class _Budget:
         self.held = 0
 
 
+def _reservation_name(state: JobState, spending: Spending | None) -> str:
+    """The name of the job's budget reservation: its journal key, else a random one (none is
+    needed without a budget)."""
+    if state.journal_key is not None:
+        return state.journal_key
+    return "" if spending is None else f"unkeyed:{secrets.token_hex(12)}"
+
+
 @attrs.define
 class JobPipeline:
     """The stages every job goes through, with what they need from the runner."""
@@ -180,9 +192,7 @@ class JobPipeline:
         delay: float | None = None,
         error: str | None = None,
     ) -> None:
-        self.events.emit(
-            kind, state, self.service.clock.now(), task_id=task_id, delay=delay, error=error
-        )
+        self.events.emit(kind, state, task_id=task_id, delay=delay, error=error)
 
     # --- the way ------------------------------------------------------------------------------
 
@@ -201,7 +211,7 @@ class JobPipeline:
             known = self._known_task(state, entry)
             budget = _Budget(
                 self.spending,
-                state.journal_key or f"unkeyed:{secrets.token_hex(12)}",
+                _reservation_name(state, self.spending),
                 state.model,
                 0 if known else state.request.images_requested,
             )
