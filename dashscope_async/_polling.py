@@ -29,7 +29,7 @@ from ._errors import ValidationError
 from ._models import TaskStatus
 from ._poll_schedule import PollSchedule, optimal_schedule
 from ._retry import backoff_delay
-from ._validators import non_negative, positive
+from ._validators import at_least_one, non_negative, positive, within
 
 __all__ = ["PollPlanner", "PollPolicy", "RunTimeEstimate", "RunTimeStats"]
 
@@ -40,6 +40,9 @@ WINDOW_Z: Final = 2.0
 UNKNOWN_MODEL_RUN_SECONDS: Final = 15.0
 #: The spread assumed for a model the registry does not know (a log standard deviation).
 UNKNOWN_MODEL_RUN_SPREAD: Final = 0.15
+#: The widest spread ever reported (run times a factor of 150 apart per standard deviation): no
+#: schedule is any better for a wider one, and its quantiles would overflow a float.
+MAX_LOG_SIGMA: Final = 5.0
 
 
 def _checked_priors(value: Mapping[str, float]) -> dict[str, float]:
@@ -212,11 +215,12 @@ class RunTimeStats:
         priors: typical run seconds by model, used until a model's first run time is
             observed; the registry's ``typical_run_seconds`` for models not listed.
         window: how many recent run times per model to learn from.
-        prior_log_sigma: the spread assumed before observations outweigh it.
-        prior_weight: how many observations the assumed spread counts as.
-        cold_log_sigma: the spread reported while nothing is observed; ``None`` (the default)
-            takes the registry's ``run_time_spread`` of the model.
-        min_log_sigma: the narrowest spread ever reported.
+        prior_log_sigma: the spread assumed before observations outweigh it (0 to 5).
+        prior_weight: how many observations the assumed spread counts as (> 0).
+        cold_log_sigma: the spread reported while nothing is observed (0 to 5); ``None`` (the
+            default) takes the registry's ``run_time_spread`` of the model.
+        min_log_sigma: the narrowest spread ever reported (0 to 5); the widest is 5, a factor
+            of about 150 per standard deviation.
 
     Example:
         ```python
@@ -227,11 +231,17 @@ class RunTimeStats:
     """
 
     priors: Mapping[str, float] = attrs.field(factory=dict, converter=_checked_priors)
-    window: int = attrs.field(default=64, validator=attrs.validators.ge(2))
-    prior_log_sigma: float = 0.1
-    prior_weight: float = 1.0
-    cold_log_sigma: float | None = None
-    min_log_sigma: float = 0.02
+    window: int = attrs.field(default=64, validator=at_least_one("window"))
+    prior_log_sigma: float = attrs.field(
+        default=0.1, validator=within("prior_log_sigma", at_most=MAX_LOG_SIGMA)
+    )
+    prior_weight: float = attrs.field(default=1.0, validator=positive("prior_weight"))
+    cold_log_sigma: float | None = attrs.field(
+        default=None, validator=within("cold_log_sigma", at_most=MAX_LOG_SIGMA, optional=True)
+    )
+    min_log_sigma: float = attrs.field(
+        default=0.02, validator=within("min_log_sigma", at_most=MAX_LOG_SIGMA)
+    )
     _models: dict[str, _ModelRunTimes] = attrs.field(init=False, factory=dict, repr=False)
 
     def observe(self, model: str, run_seconds: float) -> None:
@@ -267,6 +277,11 @@ class RunTimeStats:
         runs = self._models.get(model)
         return 0 if runs is None else runs.seen
 
+    def _latest(self, model: str) -> float | None:
+        """The run time observed last, if any."""
+        runs = self._models.get(model)
+        return math.exp(runs.logs[-1]) if runs is not None and runs.logs else None
+
     def prior(self, model: str) -> float:
         """The run time assumed for ``model`` before any is observed."""
         typical = self.priors.get(model)
@@ -289,7 +304,7 @@ class RunTimeStats:
         variance = (self.prior_weight * self.prior_log_sigma**2 + squares) / (
             self.prior_weight + n - 1
         )
-        sigma = max(math.sqrt(variance), self.min_log_sigma)
+        sigma = min(max(math.sqrt(variance), self.min_log_sigma), MAX_LOG_SIGMA)
         return RunTimeEstimate(model, math.exp(mean), sigma, n)
 
 
@@ -457,7 +472,7 @@ class PollPlanner:
         estimate = self.stats.expected(model)
         seen = self.stats._seen(model)
         cached = self._schedules.get(model)
-        if cached is None or cached.stale(seen):
+        if cached is None or cached.stale(seen, self.stats._latest(model)):
             policy = self.policy
             budget = policy.polls_per_task if estimate.known else policy.cold_polls_per_task
             if self.poll_rate is not None:
@@ -527,8 +542,14 @@ class _CachedSchedule:
     seen: int
     schedule: PollSchedule
 
-    def stale(self, seen: int) -> bool:
+    def stale(self, seen: int, latest: float | None) -> bool:
         # Solved again after 1, 2, 3, 4, 5, 6, 8, 10, 12, 15, ... runs, then every 16: a new run
         # time moves the estimate less and less, and a long batch pays a few milliseconds per
-        # sixteen tasks, not per task.
-        return seen - self.seen >= max(1, min(self.seen // 4, 16))
+        # sixteen tasks, not per task. A run that ended outside the schedule (before its first
+        # poll or after its last) says the run time has changed: solved again at once, or a
+        # model that got 4x slower or faster is polled by a stale plan for 16 more tasks.
+        if seen == self.seen:
+            return False
+        times = self.schedule.times
+        outside = latest is not None and not times[0] <= latest <= times[-1]
+        return outside or seen - self.seen >= max(1, min(self.seen // 4, 16))

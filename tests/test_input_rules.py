@@ -183,6 +183,15 @@ FIELDS: list[Field] = [
     setting("error_backoff_max", lambda v: ds.PollPolicy(error_backoff_max=v), **POSITIVE),
     setting(f"run_time_priors[{REPAINT!r}]",
             lambda v: ds.PollPolicy(run_time_priors={REPAINT: v}), **POSITIVE),
+    # --- RunTimeStats --------------------------------------------------------------------------
+    setting("window", lambda v: ds.RunTimeStats(window=v), **WHOLE_POSITIVE),
+    setting("prior_log_sigma", lambda v: ds.RunTimeStats(prior_log_sigma=v), at_least=0,
+            at_most=5),
+    setting("prior_weight", lambda v: ds.RunTimeStats(prior_weight=v), **POSITIVE),
+    setting("cold_log_sigma", lambda v: ds.RunTimeStats(cold_log_sigma=v), at_least=0,
+            at_most=5, optional=True),
+    setting("min_log_sigma", lambda v: ds.RunTimeStats(min_log_sigma=v), at_least=0,
+            at_most=5),
     # --- RetryPolicy, DownloadLimits, Budget ---------------------------------------------------
     setting("max_retries", lambda v: RetryPolicy(max_retries=v), **WHOLE_NON_NEGATIVE),
     setting("max_retry_after", lambda v: RetryPolicy(max_retry_after=v), **NON_NEGATIVE),

@@ -15,7 +15,9 @@ import pytest
 from dashscope_async._config import SKETCH_TO_IMAGE, STYLE_REPAINT
 from dashscope_async._errors import ValidationError
 from dashscope_async._models import TaskStatus
+from dashscope_async._poll_schedule import optimal_schedule
 from dashscope_async._polling import (
+    MAX_LOG_SIGMA,
     UNKNOWN_MODEL_RUN_SECONDS,
     UNKNOWN_MODEL_RUN_SPREAD,
     PollPlanner,
@@ -153,6 +155,37 @@ def test_the_schedule_is_solved_again_less_and_less_often() -> None:
     # Every 16 runs once the estimate has settled, not after every one.
     assert len(solved) < 25
     assert all(b - a <= 16 for a, b in itertools.pairwise(solved))
+
+
+@pytest.mark.parametrize("now_runs", [1.0, 60.0])
+def test_a_run_outside_the_schedule_solves_it_again_at_once(now_runs: float) -> None:
+    """A model that got 15x faster (or 4x slower) is not polled by a stale plan for 16 tasks."""
+    stats = RunTimeStats()
+    planner = PollPlanner(stats=stats)
+    for run in range(40):
+        stats.observe(REPAINT, 15.0 + (run % 5) * 0.1)
+    settled = planner.schedule(REPAINT)
+    stats.observe(REPAINT, 15.2)  # inside the schedule: the cadence stands
+    assert planner.schedule(REPAINT) is settled
+    stats.observe(REPAINT, now_runs)
+    fresh = planner.schedule(REPAINT)
+    assert fresh is not settled
+    estimate = stats.expected(REPAINT)
+    assert fresh == optimal_schedule(
+        estimate.median,
+        estimate.log_sigma,
+        polls=PollPolicy().polls_per_task,
+        min_interval=PollPolicy().min_interval,
+    )
+
+
+def test_run_times_far_apart_still_give_a_finite_schedule() -> None:
+    stats = RunTimeStats()
+    for run in range(10):
+        stats.observe(REPAINT, 1e-300 if run % 2 else 1e300)
+    assert stats.expected(REPAINT).log_sigma == MAX_LOG_SIGMA
+    schedule = PollPlanner(stats=stats).schedule(REPAINT)
+    assert all(math.isfinite(t) for t in schedule.times)
 
 
 @pytest.mark.parametrize(
