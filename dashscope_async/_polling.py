@@ -76,7 +76,9 @@ class PollPolicy:
         first_poll: seconds after the submission for the first poll; ``None`` lets the planner
             choose (just before the earliest likely end of the task).
         min_interval: never poll one task more often than this.
-        max_interval: never leave one task unpolled longer than this.
+        max_interval: never leave one task unpolled longer than this, except for the sleeps to
+            the first planned poll and to a probe (nothing is expected before them); equal to
+            ``min_interval``, it is the one gap between every two polls.
         deadline: seconds after the submission after which the runner gives up on a job (a
             PENDING task is cancelled on the server, a RUNNING one is reported with its task
             id); ``None`` waits as long as the task runs. A task not polled yet when its
@@ -338,8 +340,9 @@ class PollPlanner:
 
     The schedule is solved again after 1, 2, 3, ... observed runs, then every 16. Every gap is
     kept within ``[min_interval, max_interval]``, except the sleeps to a probe and to the first
-    poll, which may be longer (nothing is expected before them). ``min_interval`` (40 ms) lets
-    short tasks be polled densely where they end; with ``poll_rate`` given, a task's schedule
+    poll, which may be longer (nothing is expected before them), unless the two bounds are
+    equal (a fixed interval). ``min_interval`` (40 ms) lets short tasks be polled densely
+    where they end; with ``poll_rate`` given, a task's schedule
     spends at most half of it over the task's median run (a 1 s task: 5 polls, noticed about
     20 ms late). No delay runs past the job's deadline. A task not known to be running
     (``since_running`` is ``None``: PENDING behind another task) is polled every tenth of the
@@ -443,6 +446,10 @@ class PollPlanner:
             delay = self._running_delay(
                 model, estimate, max(since_running, 0.0), last_planned or 0.0
             )
+        if policy.min_interval == policy.max_interval:
+            # A pinned interval (``wait(poll_interval=...)``) holds for every gap, the sleeps to
+            # the first poll and to a probe too.
+            delay = policy.max_interval
         return self._before_deadline(delay, since_submit)
 
     def after_error(self, attempt: int, retry_after: float | None) -> float:
