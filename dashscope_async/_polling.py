@@ -40,6 +40,10 @@ WINDOW_Z: Final = 2.0
 UNKNOWN_MODEL_RUN_SECONDS: Final = 15.0
 #: The spread assumed for a model the registry does not know (a log standard deviation).
 UNKNOWN_MODEL_RUN_SPREAD: Final = 0.15
+#: Run times in a row this many spreads beyond the estimate, on one side, that say the model's
+#: run time has changed (0.13 % of runs each, if it has not): the estimate starts again from them.
+CHANGE_Z: Final = 3.0
+CHANGE_RUNS: Final = 2
 #: The widest spread ever reported (run times a factor of 150 apart per standard deviation): no
 #: schedule is any better for a wider one, and its quantiles would overflow a float.
 MAX_LOG_SIGMA: Final = 5.0
@@ -200,6 +204,9 @@ class _ModelRunTimes:
     estimate: RunTimeEstimate | None = None
     #: Every run time observed, the ones the window forgot included.
     seen: int = 0
+    #: Run times in a row beyond ``CHANGE_Z`` spreads on one side (``side``) of the estimate.
+    outliers: int = 0
+    side: int = 0
 
 
 @attrs.define
@@ -208,7 +215,9 @@ class RunTimeStats:
 
     The estimate is a lognormal: its median is the geometric mean of the last ``window`` run
     times, so a single observation already replaces the registry's prior (which may be far off,
-    for instance against an emulator running at ten times the speed). Its spread is the sample
+    for instance against an emulator running at ten times the speed). Two run times in a row
+    more than 3 spreads beyond the estimate on the same side say the model's run time has
+    changed: the window starts again from those two. Its spread is the sample
     spread of the log run times, pulled towards ``prior_log_sigma`` with the weight of
     ``prior_weight`` observations, so two lucky equal run times do not make the planner
     overconfident; it never goes below ``min_log_sigma``.
@@ -257,9 +266,26 @@ class RunTimeStats:
         runs = self._models.get(model)
         if runs is None:
             runs = self._models[model] = _ModelRunTimes(deque(maxlen=self.window))
-        runs.logs.append(math.log(run_seconds))
+        log = math.log(run_seconds)
+        side = self._side(model, log) if runs.logs else 0
+        runs.outliers = runs.outliers + 1 if side and side == runs.side else int(side != 0)
+        runs.side = side
+        runs.logs.append(log)
+        if runs.outliers >= CHANGE_RUNS:
+            # The run time has changed: what came before would hold the estimate back for a
+            # whole window.
+            recent = list(runs.logs)[-CHANGE_RUNS:]
+            runs.logs.clear()
+            runs.logs.extend(recent)
+            runs.outliers = 0
         runs.estimate = None
         runs.seen += 1
+
+    def _side(self, model: str, log: float) -> int:
+        """-1 or 1 for a run time beyond ``CHANGE_Z`` spreads below or above the estimate."""
+        estimate = self.expected(model)
+        z = (log - math.log(estimate.median)) / max(estimate.log_sigma, 1e-9)
+        return 0 if abs(z) <= CHANGE_Z else (1 if z > 0 else -1)
 
     def observations(self, model: str) -> int:
         """How many run times of ``model`` are being learned from now."""

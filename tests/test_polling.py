@@ -456,6 +456,31 @@ def test_estimator_follows_a_change_in_run_time() -> None:
     assert stats.expected(REPAINT).median == pytest.approx(30.0)
 
 
+@pytest.mark.parametrize("now_runs", [1.0, 60.0])
+def test_estimator_starts_again_when_the_run_time_changes(now_runs: float) -> None:
+    """Two runs in a row far outside the estimate replace the window: a model that became 15x
+    faster is not planned for from 64 stale run times (a geometric mean near 15 s for dozens
+    of tasks)."""
+    stats = RunTimeStats()
+    for run in range(40):
+        stats.observe(REPAINT, 15.0 + (run % 5) * 0.1)
+    stats.observe(REPAINT, now_runs)
+    assert stats.observations(REPAINT) == 41  # one outlier is just that
+    stats.observe(REPAINT, now_runs * 1.02)
+    estimate = stats.expected(REPAINT)
+    assert estimate.observations == 2
+    assert estimate.median == pytest.approx(now_runs * math.sqrt(1.02))
+
+
+def test_outliers_on_both_sides_or_apart_keep_the_window() -> None:
+    stats = RunTimeStats()
+    for run in range(40):
+        stats.observe(REPAINT, 15.0 + (run % 5) * 0.1)
+    for seconds in (60.0, 1.0, 15.1, 60.0, 15.2, 1.0):
+        stats.observe(REPAINT, seconds)
+    assert stats.observations(REPAINT) == 46
+
+
 def test_spread_shrinks_from_the_prior_as_runs_agree() -> None:
     stats = RunTimeStats()
     sigmas = []
