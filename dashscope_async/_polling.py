@@ -364,8 +364,9 @@ class PollPlanner:
        0.2 s late; a far faster model is noticed at the probe or at the first poll, a far
        slower one by rule 3. One observed run replaces the guess.
 
-    The schedule is solved again after 1, 2, 3, ... observed runs, then every 16. Every gap is
-    kept within ``[min_interval, max_interval]``, except the sleeps to a probe and to the first
+    The schedule is solved again after 1, 2, 3, ... observed runs, then every 16, and at once
+    after a run more than 3 spreads from the estimate it was solved for. Every gap is kept
+    within ``[min_interval, max_interval]``, except the sleeps to a probe and to the first
     poll, which may be longer (nothing is expected before them), unless the two bounds are
     equal (a fixed interval). ``min_interval`` (40 ms) lets short tasks be polled densely
     where they end; with ``poll_rate`` given, a task's schedule
@@ -514,6 +515,7 @@ class PollPlanner:
                 budget = min(budget, max(1.0, 0.5 * self.poll_rate * estimate.median))
             cached = self._schedules[model] = _CachedSchedule(
                 seen,
+                estimate,
                 optimal_schedule(
                     estimate.median,
                     estimate.log_sigma,
@@ -570,19 +572,23 @@ class PollPlanner:
 
 @attrs.frozen
 class _CachedSchedule:
-    """A model's schedule and how many run times had been observed when it was solved."""
+    """A model's schedule, how many run times had been observed when it was solved, and the
+    estimate it was solved for."""
 
     seen: int
+    estimate: RunTimeEstimate
     schedule: PollSchedule
 
     def stale(self, seen: int, latest: float | None) -> bool:
         # Solved again after 1, 2, 3, 4, 5, 6, 8, 10, 12, 15, ... runs, then every 16: a new run
         # time moves the estimate less and less, and a long batch pays a few milliseconds per
-        # sixteen tasks, not per task. A run that ended outside the schedule (before its first
-        # poll or after its last) says the run time has changed: solved again at once, or a
-        # model that got 4x slower or faster is polled by a stale plan for 16 more tasks.
+        # sixteen tasks, not per task. A run the estimate gave next to no chance (more than
+        # CHANGE_Z spreads out) says the run time has changed: solved again at once, or a model
+        # that got 4x slower or faster is polled by a stale plan for 16 more tasks.
         if seen == self.seen:
             return False
-        times = self.schedule.times
-        outside = latest is not None and not times[0] <= latest <= times[-1]
+        estimate = self.estimate
+        outside = latest is not None and not (
+            estimate.quantile(-CHANGE_Z) <= latest <= estimate.quantile(CHANGE_Z)
+        )
         return outside or seen - self.seen >= max(1, min(self.seen // 4, 16))

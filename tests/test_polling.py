@@ -11,6 +11,8 @@ import random
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dashscope_async._config import SKETCH_TO_IMAGE, STYLE_REPAINT
 from dashscope_async._errors import ValidationError
@@ -158,14 +160,14 @@ def test_the_schedule_is_solved_again_less_and_less_often() -> None:
 
 
 @pytest.mark.parametrize("now_runs", [1.0, 60.0])
-def test_a_run_outside_the_schedule_solves_it_again_at_once(now_runs: float) -> None:
+def test_a_run_far_outside_the_estimate_solves_the_schedule_again_at_once(now_runs: float) -> None:
     """A model that got 15x faster (or 4x slower) is not polled by a stale plan for 16 tasks."""
     stats = RunTimeStats()
     planner = PollPlanner(stats=stats)
     for run in range(40):
         stats.observe(REPAINT, 15.0 + (run % 5) * 0.1)
     settled = planner.schedule(REPAINT)
-    stats.observe(REPAINT, 15.2)  # inside the schedule: the cadence stands
+    stats.observe(REPAINT, 15.2)  # a likely run: the cadence stands
     assert planner.schedule(REPAINT) is settled
     stats.observe(REPAINT, now_runs)
     fresh = planner.schedule(REPAINT)
@@ -186,6 +188,27 @@ def test_run_times_far_apart_still_give_a_finite_schedule() -> None:
     assert stats.expected(REPAINT).log_sigma == MAX_LOG_SIGMA
     schedule = PollPlanner(stats=stats).schedule(REPAINT)
     assert all(math.isfinite(t) for t in schedule.times)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    # Any run time two service timestamps can give: a microsecond to the span of a datetime.
+    runs=st.lists(st.floats(1e-6, 3.2e11), max_size=12),
+    elapsed=st.floats(0.0, 1e6),
+    last_planned=st.none() | st.floats(0.0, 1e6),
+)
+def test_any_run_times_give_a_finite_wait(
+    runs: list[float], elapsed: float, last_planned: float | None
+) -> None:
+    planner = PollPlanner()
+    for seconds in runs:
+        planner.stats.observe(REPAINT, seconds)
+        times = planner.schedule(REPAINT).times
+        assert all(math.isfinite(t) for t in times)
+        assert list(times) == sorted(times)
+    wait = delay(planner, elapsed, since_submit=elapsed, last_planned=last_planned)
+    assert math.isfinite(wait)
+    assert wait >= planner.policy.min_interval
 
 
 @pytest.mark.parametrize(
