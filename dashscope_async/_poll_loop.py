@@ -180,7 +180,7 @@ async def poll_until_done(
         if observer is not None:
             observer.answered(poll, info, started_running=started_running)
         if info.status.is_terminal:
-            run_seconds = info.run_seconds
+            run_seconds = _run_seconds(poll, info, clock)
             if run_seconds is not None and info.status is TaskStatus.SUCCEEDED:
                 planner.stats.observe(poll.model, run_seconds)
             return info
@@ -230,6 +230,16 @@ def _started_at(poll: TaskPoll, info: TaskInfo, clock: Clock) -> float:
         return now if poll.seen_pending else submitted_at
     waited = (info.scheduled_time - info.submit_time).total_seconds()
     return min(max(submitted_at + waited, submitted_at), now)
+
+
+def _run_seconds(poll: TaskPoll, info: TaskInfo, clock: Clock) -> float | None:
+    """How long the task ran, by the service's times, but never longer than it has been since
+    its submission by ours: a wrong ``scheduled_time`` (years ago) must not teach the planner a
+    run time that makes the next task sleep for years before its first poll."""
+    run_seconds = info.run_seconds
+    if run_seconds is None or poll.submitted_at is None:
+        return run_seconds
+    return min(run_seconds, clock.now() - poll.submitted_at)
 
 
 def _until(deadline: float | None, clock: Clock) -> AbstractContextManager[object, bool]:

@@ -29,7 +29,7 @@ from ._errors import ValidationError
 from ._models import TaskStatus
 from ._poll_schedule import PollSchedule, optimal_schedule
 from ._retry import backoff_delay
-from ._validators import non_negative, positive
+from ._validators import at_least_one, non_negative, positive, within
 
 __all__ = ["PollPlanner", "PollPolicy", "RunTimeEstimate", "RunTimeStats"]
 
@@ -40,6 +40,13 @@ WINDOW_Z: Final = 2.0
 UNKNOWN_MODEL_RUN_SECONDS: Final = 15.0
 #: The spread assumed for a model the registry does not know (a log standard deviation).
 UNKNOWN_MODEL_RUN_SPREAD: Final = 0.15
+#: Run times in a row this many spreads beyond the estimate, on one side, that say the model's
+#: run time has changed (0.13 % of runs each, if it has not): the estimate starts again from them.
+CHANGE_Z: Final = 3.0
+CHANGE_RUNS: Final = 2
+#: The widest spread ever reported (run times a factor of 150 apart per standard deviation): no
+#: schedule is any better for a wider one, and its quantiles would overflow a float.
+MAX_LOG_SIGMA: Final = 5.0
 
 
 def _checked_priors(value: Mapping[str, float]) -> dict[str, float]:
@@ -73,7 +80,9 @@ class PollPolicy:
         first_poll: seconds after the submission for the first poll; ``None`` lets the planner
             choose (just before the earliest likely end of the task).
         min_interval: never poll one task more often than this.
-        max_interval: never leave one task unpolled longer than this.
+        max_interval: never leave one task unpolled longer than this, except for the sleeps to
+            the first planned poll and to a probe (nothing is expected before them); equal to
+            ``min_interval``, it is the one gap between every two polls.
         deadline: seconds after the submission after which the runner gives up on a job (a
             PENDING task is cancelled on the server, a RUNNING one is reported with its task
             id); ``None`` waits as long as the task runs. A task not polled yet when its
@@ -195,6 +204,9 @@ class _ModelRunTimes:
     estimate: RunTimeEstimate | None = None
     #: Every run time observed, the ones the window forgot included.
     seen: int = 0
+    #: Run times in a row beyond ``CHANGE_Z`` spreads on one side (``side``) of the estimate.
+    outliers: int = 0
+    side: int = 0
 
 
 @attrs.define
@@ -203,7 +215,9 @@ class RunTimeStats:
 
     The estimate is a lognormal: its median is the geometric mean of the last ``window`` run
     times, so a single observation already replaces the registry's prior (which may be far off,
-    for instance against an emulator running at ten times the speed). Its spread is the sample
+    for instance against an emulator running at ten times the speed). Two run times in a row
+    more than 3 spreads beyond the estimate on the same side say the model's run time has
+    changed: the window starts again from those two. Its spread is the sample
     spread of the log run times, pulled towards ``prior_log_sigma`` with the weight of
     ``prior_weight`` observations, so two lucky equal run times do not make the planner
     overconfident; it never goes below ``min_log_sigma``.
@@ -212,11 +226,12 @@ class RunTimeStats:
         priors: typical run seconds by model, used until a model's first run time is
             observed; the registry's ``typical_run_seconds`` for models not listed.
         window: how many recent run times per model to learn from.
-        prior_log_sigma: the spread assumed before observations outweigh it.
-        prior_weight: how many observations the assumed spread counts as.
-        cold_log_sigma: the spread reported while nothing is observed; ``None`` (the default)
-            takes the registry's ``run_time_spread`` of the model.
-        min_log_sigma: the narrowest spread ever reported.
+        prior_log_sigma: the spread assumed before observations outweigh it (0 to 5).
+        prior_weight: how many observations the assumed spread counts as (> 0).
+        cold_log_sigma: the spread reported while nothing is observed (0 to 5); ``None`` (the
+            default) takes the registry's ``run_time_spread`` of the model.
+        min_log_sigma: the narrowest spread ever reported (0 to 5); the widest is 5, a factor
+            of about 150 per standard deviation.
 
     Example:
         ```python
@@ -227,11 +242,17 @@ class RunTimeStats:
     """
 
     priors: Mapping[str, float] = attrs.field(factory=dict, converter=_checked_priors)
-    window: int = attrs.field(default=64, validator=attrs.validators.ge(2))
-    prior_log_sigma: float = 0.1
-    prior_weight: float = 1.0
-    cold_log_sigma: float | None = None
-    min_log_sigma: float = 0.02
+    window: int = attrs.field(default=64, validator=at_least_one("window"))
+    prior_log_sigma: float = attrs.field(
+        default=0.1, validator=within("prior_log_sigma", at_most=MAX_LOG_SIGMA)
+    )
+    prior_weight: float = attrs.field(default=1.0, validator=positive("prior_weight"))
+    cold_log_sigma: float | None = attrs.field(
+        default=None, validator=within("cold_log_sigma", at_most=MAX_LOG_SIGMA, optional=True)
+    )
+    min_log_sigma: float = attrs.field(
+        default=0.02, validator=within("min_log_sigma", at_most=MAX_LOG_SIGMA)
+    )
     _models: dict[str, _ModelRunTimes] = attrs.field(init=False, factory=dict, repr=False)
 
     def observe(self, model: str, run_seconds: float) -> None:
@@ -245,9 +266,26 @@ class RunTimeStats:
         runs = self._models.get(model)
         if runs is None:
             runs = self._models[model] = _ModelRunTimes(deque(maxlen=self.window))
-        runs.logs.append(math.log(run_seconds))
+        log = math.log(run_seconds)
+        side = self._side(model, log) if runs.logs else 0
+        runs.outliers = runs.outliers + 1 if side and side == runs.side else int(side != 0)
+        runs.side = side
+        runs.logs.append(log)
+        if runs.outliers >= CHANGE_RUNS:
+            # The run time has changed: what came before would hold the estimate back for a
+            # whole window.
+            recent = list(runs.logs)[-CHANGE_RUNS:]
+            runs.logs.clear()
+            runs.logs.extend(recent)
+            runs.outliers = 0
         runs.estimate = None
         runs.seen += 1
+
+    def _side(self, model: str, log: float) -> int:
+        """-1 or 1 for a run time beyond ``CHANGE_Z`` spreads below or above the estimate."""
+        estimate = self.expected(model)
+        z = (log - math.log(estimate.median)) / max(estimate.log_sigma, 1e-9)
+        return 0 if abs(z) <= CHANGE_Z else (1 if z > 0 else -1)
 
     def observations(self, model: str) -> int:
         """How many run times of ``model`` are being learned from now."""
@@ -266,6 +304,11 @@ class RunTimeStats:
     def _seen(self, model: str) -> int:
         runs = self._models.get(model)
         return 0 if runs is None else runs.seen
+
+    def _latest(self, model: str) -> float | None:
+        """The run time observed last, if any."""
+        runs = self._models.get(model)
+        return math.exp(runs.logs[-1]) if runs is not None and runs.logs else None
 
     def prior(self, model: str) -> float:
         """The run time assumed for ``model`` before any is observed."""
@@ -289,7 +332,7 @@ class RunTimeStats:
         variance = (self.prior_weight * self.prior_log_sigma**2 + squares) / (
             self.prior_weight + n - 1
         )
-        sigma = max(math.sqrt(variance), self.min_log_sigma)
+        sigma = min(max(math.sqrt(variance), self.min_log_sigma), MAX_LOG_SIGMA)
         return RunTimeEstimate(model, math.exp(mean), sigma, n)
 
 
@@ -321,10 +364,12 @@ class PollPlanner:
        0.2 s late; a far faster model is noticed at the probe or at the first poll, a far
        slower one by rule 3. One observed run replaces the guess.
 
-    The schedule is solved again after 1, 2, 3, ... observed runs, then every 16. Every gap is
-    kept within ``[min_interval, max_interval]``, except the sleeps to a probe and to the first
-    poll, which may be longer (nothing is expected before them). ``min_interval`` (40 ms) lets
-    short tasks be polled densely where they end; with ``poll_rate`` given, a task's schedule
+    The schedule is solved again after 1, 2, 3, ... observed runs, then every 16, and at once
+    after a run more than 3 spreads from the estimate it was solved for. Every gap is kept
+    within ``[min_interval, max_interval]``, except the sleeps to a probe and to the first
+    poll, which may be longer (nothing is expected before them), unless the two bounds are
+    equal (a fixed interval). ``min_interval`` (40 ms) lets short tasks be polled densely
+    where they end; with ``poll_rate`` given, a task's schedule
     spends at most half of it over the task's median run (a 1 s task: 5 polls, noticed about
     20 ms late). No delay runs past the job's deadline. A task not known to be running
     (``since_running`` is ``None``: PENDING behind another task) is polled every tenth of the
@@ -428,6 +473,10 @@ class PollPlanner:
             delay = self._running_delay(
                 model, estimate, max(since_running, 0.0), last_planned or 0.0
             )
+        if policy.min_interval == policy.max_interval:
+            # A pinned interval (``wait(poll_interval=...)``) holds for every gap, the sleeps to
+            # the first poll and to a probe too.
+            delay = policy.max_interval
         return self._before_deadline(delay, since_submit)
 
     def after_error(self, attempt: int, retry_after: float | None) -> float:
@@ -457,7 +506,7 @@ class PollPlanner:
         estimate = self.stats.expected(model)
         seen = self.stats._seen(model)
         cached = self._schedules.get(model)
-        if cached is None or cached.stale(seen):
+        if cached is None or cached.stale(seen, self.stats._latest(model)):
             policy = self.policy
             budget = policy.polls_per_task if estimate.known else policy.cold_polls_per_task
             if self.poll_rate is not None:
@@ -466,6 +515,7 @@ class PollPlanner:
                 budget = min(budget, max(1.0, 0.5 * self.poll_rate * estimate.median))
             cached = self._schedules[model] = _CachedSchedule(
                 seen,
+                estimate,
                 optimal_schedule(
                     estimate.median,
                     estimate.log_sigma,
@@ -522,13 +572,23 @@ class PollPlanner:
 
 @attrs.frozen
 class _CachedSchedule:
-    """A model's schedule and how many run times had been observed when it was solved."""
+    """A model's schedule, how many run times had been observed when it was solved, and the
+    estimate it was solved for."""
 
     seen: int
+    estimate: RunTimeEstimate
     schedule: PollSchedule
 
-    def stale(self, seen: int) -> bool:
+    def stale(self, seen: int, latest: float | None) -> bool:
         # Solved again after 1, 2, 3, 4, 5, 6, 8, 10, 12, 15, ... runs, then every 16: a new run
         # time moves the estimate less and less, and a long batch pays a few milliseconds per
-        # sixteen tasks, not per task.
-        return seen - self.seen >= max(1, min(self.seen // 4, 16))
+        # sixteen tasks, not per task. A run the estimate gave next to no chance (more than
+        # CHANGE_Z spreads out) says the run time has changed: solved again at once, or a model
+        # that got 4x slower or faster is polled by a stale plan for 16 more tasks.
+        if seen == self.seen:
+            return False
+        estimate = self.estimate
+        outside = latest is not None and not (
+            estimate.quantile(-CHANGE_Z) <= latest <= estimate.quantile(CHANGE_Z)
+        )
+        return outside or seen - self.seen >= max(1, min(self.seen // 4, 16))

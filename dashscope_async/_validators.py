@@ -14,7 +14,7 @@ import attrs
 
 from ._checks import check_number, check_whole_number
 
-__all__ = ["at_least_one", "fraction", "non_negative", "positive", "whole_number"]
+__all__ = ["at_least_one", "fraction", "non_negative", "positive", "whole_number", "within"]
 
 _Validator = Any  # attrs' validator protocol: (instance, attribute, value) -> None
 
@@ -35,6 +35,16 @@ def non_negative(field: str, *, unit: str = "", optional: bool = False) -> _Vali
     def check(_instance: object, _attribute: attrs.Attribute[Any], value: object) -> None:
         if value is not None or not optional:
             check_number(field, value, unit=unit, at_least=0)
+
+    return check
+
+
+def within(field: str, *, at_most: float, optional: bool = False) -> _Validator:
+    """A finite number from 0 to ``at_most`` (or None, when ``optional``)."""
+
+    def check(_instance: object, _attribute: attrs.Attribute[Any], value: object) -> None:
+        if value is not None or not optional:
+            check_number(field, value, at_least=0, at_most=at_most)
 
     return check
 

@@ -377,6 +377,17 @@ async def test_wait_with_a_fixed_interval() -> None:
     assert clock.sleeps == [3, 3, 3]
 
 
+async def test_wait_with_a_fixed_interval_keeps_it_once_a_waiting_task_starts() -> None:
+    """Seen PENDING, then RUNNING: no probe and no sleep to the planner's first poll."""
+    clock = RecordingClock()
+    service = ScriptedService([task_answer("PENDING")] * 2 + [task_answer("RUNNING")] * 3).then(
+        task_answer("SUCCEEDED", results=[{"url": "https://result.test/a.png"}])
+    )
+    async with mock_client(service, clock=clock) as client:
+        await client.wait("task-1", poll_interval=3)
+    assert clock.sleeps == [3] * 5
+
+
 @pytest.mark.parametrize(
     ("status", "error"),
     [

@@ -12,6 +12,7 @@ every number field and checks the same verdicts.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -172,7 +173,12 @@ FIELDS: list[Field] = [
     setting("throttle_jitter", lambda v: ds.Limits(throttle_jitter=v), at_least=0, at_most=1),
     # --- PollPolicy ----------------------------------------------------------------------------
     setting("first_poll", lambda v: ds.PollPolicy(first_poll=v), **NON_NEGATIVE, optional=True),
-    setting("min_interval", lambda v: ds.PollPolicy(min_interval=v, max_interval=1e308), **POSITIVE),
+    # max_interval is the largest float, so any min_interval the number rule allows fits below.
+    setting(
+        "min_interval",
+        lambda v: ds.PollPolicy(min_interval=v, max_interval=sys.float_info.max),
+        **POSITIVE,
+    ),
     setting("max_interval", lambda v: ds.PollPolicy(max_interval=v, min_interval=1e-300), **POSITIVE),
     setting("deadline", lambda v: ds.PollPolicy(deadline=v), **NON_NEGATIVE, optional=True),
     setting("polls_per_task", lambda v: ds.PollPolicy(polls_per_task=v), **POSITIVE),
@@ -183,6 +189,15 @@ FIELDS: list[Field] = [
     setting("error_backoff_max", lambda v: ds.PollPolicy(error_backoff_max=v), **POSITIVE),
     setting(f"run_time_priors[{REPAINT!r}]",
             lambda v: ds.PollPolicy(run_time_priors={REPAINT: v}), **POSITIVE),
+    # --- RunTimeStats --------------------------------------------------------------------------
+    setting("window", lambda v: ds.RunTimeStats(window=v), **WHOLE_POSITIVE),
+    setting("prior_log_sigma", lambda v: ds.RunTimeStats(prior_log_sigma=v), at_least=0,
+            at_most=5),
+    setting("prior_weight", lambda v: ds.RunTimeStats(prior_weight=v), **POSITIVE),
+    setting("cold_log_sigma", lambda v: ds.RunTimeStats(cold_log_sigma=v), at_least=0,
+            at_most=5, optional=True),
+    setting("min_log_sigma", lambda v: ds.RunTimeStats(min_log_sigma=v), at_least=0,
+            at_most=5),
     # --- RetryPolicy, DownloadLimits, Budget ---------------------------------------------------
     setting("max_retries", lambda v: RetryPolicy(max_retries=v), **WHOLE_NON_NEGATIVE),
     setting("max_retry_after", lambda v: RetryPolicy(max_retry_after=v), **NON_NEGATIVE),

@@ -120,3 +120,16 @@ async def test_a_task_in_a_free_slot_without_service_times_runs_from_its_submiss
         poll, service=answers, planner=PollPlanner(stats=KnownStats()), clock=clock
     )
     assert poll.running_since == 0.0
+
+
+async def test_a_run_time_longer_than_the_wait_since_submission_is_not_learned() -> None:
+    """A ``scheduled_time`` decades before the submission would teach a run time of decades:
+    the next task would sleep that long before its first poll."""
+    clock = RecordingClock()
+    answers = Answers(clock, started_at=-1e9, ends_at=12.0)
+    planner = PollPlanner()
+    poll = TaskPoll("t-1", MODEL, submitted_at=0.0)
+    await poll_until_done(poll, service=answers, planner=planner, clock=clock)
+    learned = planner.stats.expected(MODEL)
+    assert learned.known
+    assert 12.0 <= learned.median <= clock.now()

@@ -11,11 +11,15 @@ import random
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dashscope_async._config import SKETCH_TO_IMAGE, STYLE_REPAINT
 from dashscope_async._errors import ValidationError
 from dashscope_async._models import TaskStatus
+from dashscope_async._poll_schedule import optimal_schedule
 from dashscope_async._polling import (
+    MAX_LOG_SIGMA,
     UNKNOWN_MODEL_RUN_SECONDS,
     UNKNOWN_MODEL_RUN_SPREAD,
     PollPlanner,
@@ -153,6 +157,58 @@ def test_the_schedule_is_solved_again_less_and_less_often() -> None:
     # Every 16 runs once the estimate has settled, not after every one.
     assert len(solved) < 25
     assert all(b - a <= 16 for a, b in itertools.pairwise(solved))
+
+
+@pytest.mark.parametrize("now_runs", [1.0, 60.0])
+def test_a_run_far_outside_the_estimate_solves_the_schedule_again_at_once(now_runs: float) -> None:
+    """A model that got 15x faster (or 4x slower) is not polled by a stale plan for 16 tasks."""
+    stats = RunTimeStats()
+    planner = PollPlanner(stats=stats)
+    for run in range(40):
+        stats.observe(REPAINT, 15.0 + (run % 5) * 0.1)
+    settled = planner.schedule(REPAINT)
+    stats.observe(REPAINT, 15.2)  # a likely run: the cadence stands
+    assert planner.schedule(REPAINT) is settled
+    stats.observe(REPAINT, now_runs)
+    fresh = planner.schedule(REPAINT)
+    assert fresh is not settled
+    estimate = stats.expected(REPAINT)
+    assert fresh == optimal_schedule(
+        estimate.median,
+        estimate.log_sigma,
+        polls=PollPolicy().polls_per_task,
+        min_interval=PollPolicy().min_interval,
+    )
+
+
+def test_run_times_far_apart_still_give_a_finite_schedule() -> None:
+    stats = RunTimeStats()
+    for run in range(10):
+        stats.observe(REPAINT, 1e-300 if run % 2 else 1e300)
+    assert stats.expected(REPAINT).log_sigma == MAX_LOG_SIGMA
+    schedule = PollPlanner(stats=stats).schedule(REPAINT)
+    assert all(math.isfinite(t) for t in schedule.times)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    # Any run time two service timestamps can give: a microsecond to the span of a datetime.
+    runs=st.lists(st.floats(1e-6, 3.2e11), max_size=12),
+    elapsed=st.floats(0.0, 1e6),
+    last_planned=st.none() | st.floats(0.0, 1e6),
+)
+def test_any_run_times_give_a_finite_wait(
+    runs: list[float], elapsed: float, last_planned: float | None
+) -> None:
+    planner = PollPlanner()
+    for seconds in runs:
+        planner.stats.observe(REPAINT, seconds)
+        times = planner.schedule(REPAINT).times
+        assert all(math.isfinite(t) for t in times)
+        assert list(times) == sorted(times)
+    wait = delay(planner, elapsed, since_submit=elapsed, last_planned=last_planned)
+    assert math.isfinite(wait)
+    assert wait >= planner.policy.min_interval
 
 
 @pytest.mark.parametrize(
@@ -421,6 +477,31 @@ def test_estimator_follows_a_change_in_run_time() -> None:
     for _ in range(8):
         stats.observe(REPAINT, 30.0)
     assert stats.expected(REPAINT).median == pytest.approx(30.0)
+
+
+@pytest.mark.parametrize("now_runs", [1.0, 60.0])
+def test_estimator_starts_again_when_the_run_time_changes(now_runs: float) -> None:
+    """Two runs in a row far outside the estimate replace the window: a model that became 15x
+    faster is not planned for from 64 stale run times (a geometric mean near 15 s for dozens
+    of tasks)."""
+    stats = RunTimeStats()
+    for run in range(40):
+        stats.observe(REPAINT, 15.0 + (run % 5) * 0.1)
+    stats.observe(REPAINT, now_runs)
+    assert stats.observations(REPAINT) == 41  # one outlier is just that
+    stats.observe(REPAINT, now_runs * 1.02)
+    estimate = stats.expected(REPAINT)
+    assert estimate.observations == 2
+    assert estimate.median == pytest.approx(now_runs * math.sqrt(1.02))
+
+
+def test_outliers_on_both_sides_or_apart_keep_the_window() -> None:
+    stats = RunTimeStats()
+    for run in range(40):
+        stats.observe(REPAINT, 15.0 + (run % 5) * 0.1)
+    for seconds in (60.0, 1.0, 15.1, 60.0, 15.2, 1.0):
+        stats.observe(REPAINT, seconds)
+    assert stats.observations(REPAINT) == 46
 
 
 def test_spread_shrinks_from_the_prior_as_runs_agree() -> None:
