@@ -564,3 +564,20 @@ def test_reconcile_settings_of_the_wrong_type_are_a_type_error_naming_them(
     emulator = emulator_with()
     with pytest.raises(TypeError, match=option):
         ds.AsyncTaskRunner(emulator.client(), **{option: value})  # type: ignore[arg-type]
+
+
+@virtual_time
+async def test_a_task_whose_answer_cannot_be_recorded_is_still_collected() -> None:
+    """The submit record (Redis, for a fleet) goes away between the submit and its answer: the
+    task exists and is billed, so the job polls it to its result instead of ending in error."""
+    emulator = emulator_with()
+    async with emulator.client() as client, ds.AsyncTaskRunner(client) as runner:
+        record = runner._limiter.submits
+
+        async def gone(ticket: object, task_id: str | None) -> None:
+            raise ds.LimiterUnavailableError("the submit record is unreachable")
+
+        record.answered = gone  # type: ignore[method-assign]
+        outcomes = [o async for o in runner.map([sketch(emulator, "kept")])]
+    assert [o.ok for o in outcomes] == [True]
+    assert tasks_of(emulator, "kept") == [outcomes[0].task_id]

@@ -337,7 +337,17 @@ class JobPipeline:
                 raise
             else:
                 with anyio.CancelScope(shield=True):
-                    await record.answered(ticket, task.task_id)
+                    try:
+                        await record.answered(ticket, task.task_id)
+                    except DashScopeError as exc:
+                        # The task exists and is billed: collect it. The ticket stays
+                        # unanswered in the record, the safe side (no one adopts a task near it).
+                        logger.warning(
+                            "job %d: task %s could not be marked answered in the submit record: %s",
+                            state.index,
+                            task.task_id,
+                            exc,
+                        )
                 state.submit_unanswered = False
             self.limiter.submit_succeeded(model)
             return task
