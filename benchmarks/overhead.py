@@ -12,6 +12,7 @@ requests.
 
 from __future__ import annotations
 
+import statistics
 import time
 
 import anyio
@@ -113,25 +114,53 @@ async def _bare(jobs: int) -> tuple[float, int]:
     return seconds, sum(emulator.stats.requests.values())
 
 
-def overhead(jobs: int = 5000, backend: str = "asyncio") -> OverheadFigures:
-    """Measure both sides, bare first, then ours, then bare again (the better bare counts)."""
+def overhead(jobs: int = 5000, backend: str = "asyncio", *, rounds: int = 10) -> OverheadFigures:
+    """Measure the three sides in ``rounds`` short rounds, taking turns, and keep the medians.
+
+    A shared virtual machine's CPU speed drifts by tens of percent over seconds; one long run
+    per side measures the drift as much as the code. Rounds of ``jobs / rounds`` jobs, each side
+    in turn (the order rotating from round to round), see the same drift, and the median round
+    of each side leaves out the rounds a burst of load hit.
+    """
 
     async def main() -> OverheadFigures:
         await _bare(200)  # warm every path: imports, caches
         await _ours(200)
         await _client_only(200)
-        bare_seconds, bare_requests = await _bare(jobs)
-        ours_seconds, ours_requests = await _ours(jobs)
-        client_seconds = await _client_only(jobs)
-        again, _ = await _bare(jobs)
+        per_round = max(jobs // rounds, 1)
+        bare: list[float] = []
+        ours: list[float] = []
+        client: list[float] = []
+        bare_requests = ours_requests = 0
+
+        async def bare_round() -> None:
+            nonlocal bare_requests
+            seconds, requests = await _bare(per_round)
+            bare.append(seconds)
+            bare_requests += requests
+
+        async def ours_round() -> None:
+            nonlocal ours_requests
+            seconds, requests = await _ours(per_round)
+            ours.append(seconds)
+            ours_requests += requests
+
+        async def client_round() -> None:
+            client.append(await _client_only(per_round))
+
+        sides = [bare_round, ours_round, client_round]
+        for index in range(rounds):
+            for side in sides[index % 3 :] + sides[: index % 3]:
+                await side()
+        done = per_round * rounds
         return OverheadFigures(
             backend=backend,
-            jobs=jobs,
-            ours_seconds=ours_seconds,
+            jobs=done,
+            ours_seconds=statistics.median(ours) * rounds,
             ours_requests=ours_requests,
-            bare_seconds=min(bare_seconds, again),
+            bare_seconds=statistics.median(bare) * rounds,
             bare_requests=bare_requests,
-            client_seconds=client_seconds,
+            client_seconds=statistics.median(client) * rounds,
         )
 
     return anyio.run(main, backend=backend)
