@@ -114,7 +114,7 @@ async def _bare(jobs: int) -> tuple[float, int]:
     return seconds, sum(emulator.stats.requests.values())
 
 
-def overhead(jobs: int = 5000, backend: str = "asyncio", *, rounds: int = 10) -> OverheadFigures:
+def overhead(jobs: int = 5000, backend: str = "asyncio", *, rounds: int = 40) -> OverheadFigures:
     """Measure the three sides in ``rounds`` short rounds, taking turns, and keep the medians.
 
     A shared virtual machine's CPU speed drifts by tens of percent over seconds; one long run
