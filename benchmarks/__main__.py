@@ -196,7 +196,7 @@ def plot(slots: Sequence[SlotFigures], directory: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
-    parser.add_argument("which", nargs="*", default=["slots", "overhead", "memory"])
+    parser.add_argument("which", nargs="*", default=["slots", "budget", "overhead", "memory"])
     parser.add_argument("--quick", action="store_true", help="scaled time only (about a minute)")
     parser.add_argument("--plots", type=Path, help="write the chart and its figures here")
     args = parser.parse_args(argv)
