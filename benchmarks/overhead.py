@@ -79,7 +79,7 @@ async def _ours(jobs: int) -> tuple[float, int]:
     return seconds, sum(emulator.stats.requests.values())
 
 
-async def _client_only(jobs: int) -> float:
+async def _client_only(jobs: int) -> tuple[float, int]:
     emulator = lifted_emulator()
     async with emulator.client(max_retries=0) as client:
         started = time.process_time()
@@ -87,7 +87,8 @@ async def _client_only(jobs: int) -> float:
             task = await client.submit(request)
             while not (await client.get_task(task.task_id, retry=False)).status.is_terminal:
                 pass
-        return time.process_time() - started
+        seconds = time.process_time() - started
+    return seconds, sum(emulator.stats.requests.values())
 
 
 async def _bare(jobs: int) -> tuple[float, int]:
@@ -128,39 +129,24 @@ def overhead(jobs: int = 5000, backend: str = "asyncio", *, rounds: int = 40) ->
         await _ours(200)
         await _client_only(200)
         per_round = max(jobs // rounds, 1)
-        bare: list[float] = []
-        ours: list[float] = []
-        client: list[float] = []
-        bare_requests = ours_requests = 0
-
-        async def bare_round() -> None:
-            nonlocal bare_requests
-            seconds, requests = await _bare(per_round)
-            bare.append(seconds)
-            bare_requests += requests
-
-        async def ours_round() -> None:
-            nonlocal ours_requests
-            seconds, requests = await _ours(per_round)
-            ours.append(seconds)
-            ours_requests += requests
-
-        async def client_round() -> None:
-            client.append(await _client_only(per_round))
-
-        sides = [bare_round, ours_round, client_round]
+        sides = {"bare": _bare, "ours": _ours, "client": _client_only}
+        names = list(sides)
+        seconds: dict[str, list[float]] = {name: [] for name in names}
+        made = dict.fromkeys(names, 0)
         for index in range(rounds):
-            for side in sides[index % 3 :] + sides[: index % 3]:
-                await side()
+            for name in names[index % 3 :] + names[: index % 3]:
+                spent, count = await sides[name](per_round)
+                seconds[name].append(spent)
+                made[name] += count
         done = per_round * rounds
         return OverheadFigures(
             backend=backend,
             jobs=done,
-            ours_seconds=statistics.median(ours) * rounds,
-            ours_requests=ours_requests,
-            bare_seconds=statistics.median(bare) * rounds,
-            bare_requests=bare_requests,
-            client_seconds=statistics.median(client) * rounds,
+            ours_seconds=statistics.median(seconds["ours"]) * rounds,
+            ours_requests=made["ours"],
+            bare_seconds=statistics.median(seconds["bare"]) * rounds,
+            bare_requests=made["bare"],
+            client_seconds=statistics.median(seconds["client"]) * rounds,
         )
 
     return anyio.run(main, backend=backend)
